@@ -1,0 +1,241 @@
+// ruleplane-agent: flag parsing and wiring only.
+#include <signal.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "agent/common/metrics.h"
+#include "agent/common/metrics_server.h"
+#include "agent/common/status_macros.h"
+#include "agent/kernel/nft/netlink_nft_port.h"
+#include "agent/render/render.h"
+#include "agent/txn/drift_monitor.h"
+#include "agent/txn/engine.h"
+#include "glog/logging.h"
+#include "google/protobuf/util/json_util.h"
+#include "ruleplane/v1/config.pb.h"
+
+ABSL_FLAG(std::string, config, "", "JSON config file (ruleplane.v1.AgentConfig); flags override it");
+ABSL_FLAG(std::string, socket, "/run/ruleplane/ruleplane.sock", "unix socket for the gRPC services");
+ABSL_FLAG(std::string, state_dir, "/var/lib/ruleplane", "directory for the checkpoint and journal");
+ABSL_FLAG(std::string, table, "ruleplane", "name of the agent's nftables table (family inet)");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
+          "host:port for Prometheus /metrics; empty disables");
+ABSL_FLAG(std::string, table_owner, "auto",
+          "auto|on|off: mark the table NFT_TABLE_F_OWNER|PERSIST (auto: when the kernel has persist)");
+ABSL_FLAG(bool, drift_repair, true, "re-assert the table when another process changes it");
+ABSL_FLAG(bool, exit_after_start, false,
+          "converge the table, print it is ready and exit (for tests and node bootstrap)");
+
+namespace ruleplane {
+namespace {
+
+bool FlagSet(absl::string_view name) {
+  const absl::CommandLineFlag* f = absl::FindCommandLineFlag(name);
+  return f != nullptr && f->IsSpecifiedOnCommandLine();
+}
+
+// Config file first, then flags given on the command line win; defaults
+// fill what neither says.
+absl::StatusOr<v1::AgentConfig> LoadConfig() {
+  v1::AgentConfig cfg;
+  const std::string path = absl::GetFlag(FLAGS_config);
+  if (!path.empty()) {
+    std::ifstream in(path);
+    if (!in) return absl::NotFoundError(absl::StrCat("config ", path, ": cannot open"));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    google::protobuf::util::JsonParseOptions opts;
+    opts.ignore_unknown_fields = false;
+    auto st = google::protobuf::util::JsonStringToMessage(ss.str(), &cfg, opts);
+    if (!st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("config ", path, ": ", st.message()));
+    }
+  }
+  auto pick = [](absl::string_view flag, const std::string& flag_value, std::string* field) {
+    if (FlagSet(flag) || field->empty()) *field = flag_value;
+  };
+  pick("socket", absl::GetFlag(FLAGS_socket), cfg.mutable_socket());
+  pick("state_dir", absl::GetFlag(FLAGS_state_dir), cfg.mutable_state_dir());
+  pick("table", absl::GetFlag(FLAGS_table), cfg.mutable_table());
+  if (FlagSet("metrics_address") || !cfg.has_metrics_address()) {
+    cfg.set_metrics_address(absl::GetFlag(FLAGS_metrics_address));  // explicit "" disables
+  }
+  pick("table_owner", absl::GetFlag(FLAGS_table_owner), cfg.mutable_table_owner());
+  if (FlagSet("drift_repair") || !cfg.has_drift_repair()) cfg.set_drift_repair(absl::GetFlag(FLAGS_drift_repair));
+
+  // Validation: name the field.
+  if (!absl::StartsWith(cfg.table(), "ruleplane") || cfg.table().size() > 64) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "table: \"", cfg.table(), "\" must start with \"ruleplane\" (the agent only owns ruleplane* tables)",
+        " and be at most 64 characters"));
+  }
+  for (char c : cfg.table()) {
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_')) {
+      return absl::InvalidArgumentError(absl::StrCat("table: \"", cfg.table(), "\" has character '", std::string(1, c),
+                                                     "' (allowed: letters, digits, - and _)"));
+    }
+  }
+  if (cfg.socket().empty() || cfg.socket()[0] != '/') {
+    return absl::InvalidArgumentError(absl::StrCat("socket: \"", cfg.socket(), "\" must be an absolute path"));
+  }
+  if (cfg.state_dir().empty() || cfg.state_dir()[0] != '/') {
+    return absl::InvalidArgumentError(absl::StrCat("state_dir: \"", cfg.state_dir(), "\" must be an absolute path"));
+  }
+  if (cfg.table_owner() != "auto" && cfg.table_owner() != "on" && cfg.table_owner() != "off") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("table_owner: \"", cfg.table_owner(), "\" is not one of auto, on, off"));
+  }
+  for (int32_t prio : {cfg.has_dnat_priority() ? cfg.dnat_priority() : render::kDnatPriority,
+                       cfg.has_snat_priority() ? cfg.snat_priority() : render::kSnatPriority}) {
+    for (int32_t taken : {-110, -100, 0, 100, -300, -150, -90, 110}) {
+      if (prio == taken) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            cfg.has_dnat_priority() && prio == cfg.dnat_priority() ? "dnat_priority" : "snat_priority", ": ",
+            prio, " equals a kube-proxy or Calico priority (-110, -100, 0, 100, -300, -150, -90, 110)"));
+      }
+    }
+  }
+  return cfg;
+}
+
+// NFT_TABLE_F_PERSIST appeared in Linux 6.9 (commit "netfilter: nf_tables:
+// Introduce NFT_TABLE_F_PERSIST"). Without it an owned table dies with the
+// agent's socket, which would make restarts disruptive.
+bool KernelHasTablePersist() {
+  utsname u{};
+  if (uname(&u) != 0) return false;
+  std::vector<std::string> parts = absl::StrSplit(u.release, absl::ByAnyChar(".-"));
+  int major = 0, minor = 0;
+  if (parts.size() < 2 || !absl::SimpleAtoi(parts[0], &major) || !absl::SimpleAtoi(parts[1], &minor)) return false;
+  return major > 6 || (major == 6 && minor >= 9);
+}
+
+int Main() {
+  absl::StatusOr<v1::AgentConfig> cfg = LoadConfig();
+  if (!cfg.ok()) {
+    LOG(ERROR) << "bad configuration: " << cfg.status().message();
+    std::fprintf(stderr, "ruleplane-agent: bad configuration: %s\n", std::string(cfg.status().message()).c_str());
+    return 2;
+  }
+
+  // Signals are handled by sigwait on the main thread only; block them
+  // before any thread exists so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  metrics::Registry registry;
+  auto port = kernel::nft::NetlinkNftPort::Create({});
+  if (!port.ok()) {
+    std::fprintf(stderr, "ruleplane-agent: %s\n", std::string(port.status().message()).c_str());
+    return 1;
+  }
+  if (absl::Status probe = (*port)->Probe(); !probe.ok()) {
+    std::fprintf(stderr, "ruleplane-agent: %s\n", std::string(probe.message()).c_str());
+    return 1;
+  }
+
+  txn::EngineOptions opts;
+  opts.state_dir = cfg->state_dir();
+  opts.layout.table = cfg->table();
+  if (cfg->has_dnat_priority()) opts.layout.dnat_priority = cfg->dnat_priority();
+  if (cfg->has_snat_priority()) opts.layout.snat_priority = cfg->snat_priority();
+  bool owner = cfg->table_owner() == "on" || (cfg->table_owner() == "auto" && KernelHasTablePersist());
+  if (cfg->table_owner() == "on" && !KernelHasTablePersist()) {
+    std::fprintf(stderr, "ruleplane-agent: table_owner: \"on\" needs NFT_TABLE_F_PERSIST (Linux 6.9+)\n");
+    return 2;
+  }
+  if (owner) opts.layout.table_flags = kernel::nft::kTableFlagOwner | kernel::nft::kTableFlagPersist;
+
+  auto engine = txn::Engine::Create(opts, std::move(*port), &registry);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "ruleplane-agent: %s\n", std::string(engine.status().message()).c_str());
+    return 1;
+  }
+  if (absl::Status s = (*engine)->Start(); !s.ok()) {
+    std::fprintf(stderr, "ruleplane-agent: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  LOG(INFO) << "ruleplane-agent ready: table=inet " << cfg->table() << " state_dir=" << cfg->state_dir()
+            << " owner=" << owner;
+  if (absl::GetFlag(FLAGS_exit_after_start)) {
+    std::printf("ready: table inet %s converged\n", cfg->table().c_str());
+    return 0;
+  }
+
+  std::unique_ptr<metrics::MetricsServer> metrics_server;
+  if (!cfg->metrics_address().empty()) {
+    auto ms = metrics::MetricsServer::Start(cfg->metrics_address(), &registry);
+    if (!ms.ok()) {
+      std::fprintf(stderr, "ruleplane-agent: metrics_address: %s\n", std::string(ms.status().message()).c_str());
+      return 2;
+    }
+    metrics_server = std::move(*ms);
+    LOG(INFO) << "metrics on http://" << cfg->metrics_address() << "/metrics (port " << metrics_server->port() << ")";
+  }
+  std::unique_ptr<txn::DriftMonitor> drift;
+  if (cfg->drift_repair()) {
+    auto dm = txn::DriftMonitor::Start(engine->get(), "", cfg->table(), &registry);
+    if (!dm.ok()) {
+      LOG(WARNING) << "drift repair disabled: " << dm.status();
+    } else {
+      drift = std::move(*dm);
+    }
+  }
+
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      absl::StatusOr<v1::AgentConfig> next = LoadConfig();
+      if (!next.ok()) {
+        LOG(ERROR) << "SIGHUP: config rejected, keeping the running one: " << next.status().message();
+        continue;
+      }
+      if (next->table() != cfg->table() || next->state_dir() != cfg->state_dir() ||
+          next->socket() != cfg->socket() || next->metrics_address() != cfg->metrics_address()) {
+        LOG(WARNING) << "SIGHUP: table, state_dir, socket and metrics_address take effect on restart";
+      }
+      // Reload goes through the queue: a resync re-reads the kernel and
+      // converges with the desired state in one transaction.
+      (*engine)->RequestResync("config reload (SIGHUP)");
+      LOG(INFO) << "SIGHUP: configuration reloaded";
+      continue;
+    }
+    LOG(INFO) << "signal " << sig << ": stopping (kernel state stays in place)";
+    break;
+  }
+  drift.reset();
+  metrics_server.reset();
+  (*engine)->Stop();
+  return 0;
+}
+
+}  // namespace
+}  // namespace ruleplane
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "ruleplane-agent: the node dataplane agent. One transaction queue commits every rule change "
+      "as an atomic nftables batch.");
+  absl::ParseCommandLine(argc, argv);
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+  return ruleplane::Main();
+}

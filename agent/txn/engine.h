@@ -1,0 +1,191 @@
+// Engine: the transaction queue and its single writer thread.
+//
+// Owns: the desired state, the element index, the state store and the
+// NftPort. Many producers call Submit() from any thread; ONE writer thread
+// drains everything pending, applies it to the desired state, renders one
+// element delta, commits it as ONE nftables batch, persists it, and then
+// completes each producer with its own result (group commit).
+//
+// Guarantees:
+//  - mutations are applied in arrival order (so per container id too);
+//  - a mutation the kernel rejects fails alone: the batch is undone in
+//    memory, the culprit (from the kernel's per-message error) is dropped and
+//    the rest is committed again;
+//  - a producer is acknowledged only after the kernel accepted the batch and
+//    the journal was synced;
+//  - kernel state is never torn down on Stop().
+//
+// Must not: block a producer on the kernel (Submit only enqueues), or touch
+// the kernel from any thread but the writer (Start() runs adoption before the
+// writer exists, so it is the writer then).
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "agent/common/metrics.h"
+#include "agent/core/desired_state.h"
+#include "agent/core/types.h"
+#include "agent/render/render.h"
+#include "agent/txn/checkpoint.h"
+#include "agent/txn/nft_port.h"
+#include "agent/txn/reconcile.h"
+
+namespace ruleplane::txn {
+
+struct EngineOptions {
+  render::Layout layout;
+  std::string state_dir;
+  // Upper bound of mutations folded into one commit.
+  size_t max_batch_mutations = 20000;
+  // Delay before retrying a failed resync.
+  absl::Duration resync_retry = absl::Milliseconds(250);
+  // How many finished commits RecentCommits() keeps.
+  size_t history = 256;
+};
+
+struct MutationResult {
+  absl::Status status;
+  uint64_t commit_id = 0;         // 0 when no kernel commit was needed
+  absl::Duration queue_wait;      // enqueue -> picked up by the writer
+  absl::Duration commit;          // netlink round trip of the commit that carried it
+};
+
+// One finished transaction, for logs, metrics and diagnostics.
+struct CommitInfo {
+  uint64_t id = 0;
+  std::string kind;    // "mutations", "adopt", "resync"
+  std::string reason;  // why a resync ran
+  absl::Time start;
+  size_t mutations = 0;
+  size_t rejected = 0;  // mutations that failed (validation or kernel)
+  uint32_t messages = 0;
+  size_t elements = 0;
+  int attempts = 0;
+  absl::Duration queue_wait_max;
+  absl::Duration render;
+  absl::Duration commit;
+  absl::Status status;
+  std::string failing_op;  // first op the kernel refused, if any
+};
+
+class Engine {
+ public:
+  using Done = absl::AnyInvocable<void(const MutationResult&) &&>;
+
+  // FailedPrecondition when the state dir is unusable.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(EngineOptions options,
+                                                        std::unique_ptr<NftPort> port,
+                                                        metrics::Registry* registry);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Loads the checkpoint, reads our table back from the kernel, converges it
+  // with ONE diff transaction (no flush), then starts the writer thread.
+  // Errors: the base ruleset could not be committed (the message names the
+  // op and errno). Call once.
+  [[nodiscard]] absl::Status Start();
+  // Fails everything still queued with Unavailable, stops the writer. Kernel
+  // state stays in place. Idempotent.
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Enqueues; `done` runs on the writer thread (keep it short) exactly once.
+  void Submit(core::Mutation m, Done done) ABSL_LOCKS_EXCLUDED(mu_);
+  // Submit and wait. DeadlineExceeded if not completed within `timeout`
+  // (the mutation may still be committed later).
+  MutationResult SubmitAndWait(core::Mutation m, absl::Duration timeout = absl::Seconds(30));
+
+  // Asks the writer to read the kernel back and converge (drift repair).
+  void RequestResync(std::string reason) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Runs `fn` on the writer thread between batches (a consistent view of
+  // the desired state) and waits for it. Unavailable when stopped,
+  // DeadlineExceeded on timeout.
+  absl::Status Inspect(absl::AnyInvocable<void(const core::DesiredState&, const render::ElementIndex&) &&> fn,
+                       absl::Duration timeout = absl::Seconds(10));
+
+  std::vector<CommitInfo> RecentCommits() const ABSL_LOCKS_EXCLUDED(history_mu_);
+  size_t QueueDepth() const ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t drift_repairs() const { return drift_repairs_.load(); }
+  const render::BaseRuleset& base() const { return base_; }
+
+ private:
+  struct Item {
+    uint64_t id = 0;
+    std::optional<core::Mutation> mutation;
+    absl::AnyInvocable<void() &&> task;  // Inspect()
+    Done done;
+    absl::Time enqueued;
+  };
+
+  Engine(EngineOptions options, std::unique_ptr<NftPort> port, std::unique_ptr<StateStore> store,
+         metrics::Registry* registry);
+
+  void Run();
+  void ProcessBatch(std::vector<Item>& items, bool allow_split);
+  // Reads the kernel and converges it to the desired state. Writer only.
+  absl::Status ResyncNow(const std::string& kind, const std::string& reason);
+  DesiredElements DesiredElementsNow() const;
+  render::Plan MakePlan(std::vector<render::Op> ops) const;
+  void RecordCommit(CommitInfo info) ABSL_LOCKS_EXCLUDED(history_mu_);
+  void PersistOrFail(uint64_t commit_id, std::vector<Item>& items,
+                     const std::vector<std::optional<absl::Status>>& results,
+                     std::vector<absl::Status>& final_status);
+
+  const EngineOptions options_;
+  const render::BaseRuleset base_;
+  std::unique_ptr<NftPort> port_;
+  std::unique_ptr<StateStore> store_;
+
+  // Writer-thread state (no locks: only the writer touches it after Start).
+  core::DesiredState state_;
+  render::ElementIndex index_;
+  uint64_t next_commit_id_ = 1;
+  bool snapshot_needed_ = false;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::deque<Item> pending_ ABSL_GUARDED_BY(mu_);
+  std::string resync_reason_ ABSL_GUARDED_BY(mu_);
+  absl::Time resync_not_before_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_item_id_ ABSL_GUARDED_BY(mu_) = 1;
+  std::thread writer_;
+
+  mutable absl::Mutex history_mu_;
+  std::deque<CommitInfo> history_ ABSL_GUARDED_BY(history_mu_);
+
+  std::atomic<uint64_t> drift_repairs_{0};
+
+  // Metrics (names are a public contract).
+  metrics::Histogram* queue_wait_;
+  metrics::Histogram* commit_seconds_;
+  metrics::Histogram* render_seconds_;
+  metrics::Histogram* batch_mutations_;
+  metrics::Counter* commits_ok_;
+  metrics::Counter* commits_failed_;
+  metrics::Counter* commits_unknown_;
+  metrics::Counter* mutations_ok_;
+  metrics::Counter* mutations_rejected_;
+  metrics::Gauge* queue_depth_;
+  metrics::Gauge* last_commit_ts_;
+  metrics::Gauge* last_queued_ts_;
+  metrics::Counter* drift_repairs_total_;
+  metrics::Counter* persist_errors_;
+  metrics::Gauge* attachments_;
+  metrics::Gauge* elements_;
+};
+
+}  // namespace ruleplane::txn
