@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -16,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "agent/api/server.h"
 #include "agent/common/metrics.h"
 #include "agent/common/metrics_server.h"
 #include "agent/common/status_macros.h"
@@ -36,16 +38,26 @@ ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
 ABSL_FLAG(std::string, table_owner, "auto",
           "auto|on|off: mark the table NFT_TABLE_F_OWNER|PERSIST (auto: when the kernel has persist)");
 ABSL_FLAG(bool, drift_repair, true, "re-assert the table when another process changes it");
+ABSL_FLAG(uint32_t, socket_gid, 0, "group owning the socket (read-only access for its members)");
 ABSL_FLAG(bool, exit_after_start, false,
           "converge the table, print it is ready and exit (for tests and node bootstrap)");
 
 namespace ruleplane {
+std::set<std::string>& GivenFlags();
 namespace {
 
-bool FlagSet(absl::string_view name) {
-  const absl::CommandLineFlag* f = absl::FindCommandLineFlag(name);
-  return f != nullptr && f->IsSpecifiedOnCommandLine();
+// Flags named on the command line (Debian's abseil keeps
+// CommandLineFlag::IsSpecifiedOnCommandLine private, so main() records them).
+}  // namespace
+
+std::set<std::string>& GivenFlags() {
+  static std::set<std::string> given;
+  return given;
 }
+
+namespace {
+
+bool FlagSet(const std::string& name) { return GivenFlags().count(name) > 0; }
 
 // Config file first, then flags given on the command line win; defaults
 // fill what neither says.
@@ -61,10 +73,10 @@ absl::StatusOr<v1::AgentConfig> LoadConfig() {
     opts.ignore_unknown_fields = false;
     auto st = google::protobuf::util::JsonStringToMessage(ss.str(), &cfg, opts);
     if (!st.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("config ", path, ": ", st.message()));
+      return absl::InvalidArgumentError(absl::StrCat("config ", path, ": ", std::string(st.message())));
     }
   }
-  auto pick = [](absl::string_view flag, const std::string& flag_value, std::string* field) {
+  auto pick = [](const std::string& flag, const std::string& flag_value, std::string* field) {
     if (FlagSet(flag) || field->empty()) *field = flag_value;
   };
   pick("socket", absl::GetFlag(FLAGS_socket), cfg.mutable_socket());
@@ -74,6 +86,8 @@ absl::StatusOr<v1::AgentConfig> LoadConfig() {
     cfg.set_metrics_address(absl::GetFlag(FLAGS_metrics_address));  // explicit "" disables
   }
   pick("table_owner", absl::GetFlag(FLAGS_table_owner), cfg.mutable_table_owner());
+  if (FlagSet("socket_gid") || !cfg.has_socket_gid()) cfg.set_socket_gid(absl::GetFlag(FLAGS_socket_gid));
+  if (cfg.mutation_uids_size() == 0) cfg.add_mutation_uids(0);
   if (FlagSet("drift_repair") || !cfg.has_drift_repair()) cfg.set_drift_repair(absl::GetFlag(FLAGS_drift_repair));
 
   // Validation: name the field.
@@ -168,16 +182,41 @@ int Main() {
     std::fprintf(stderr, "ruleplane-agent: %s\n", std::string(engine.status().message()).c_str());
     return 1;
   }
+  std::unique_ptr<api::ApiServer> api_server;
+  if (!absl::GetFlag(FLAGS_exit_after_start)) {
+    // Serve (health NOT_SERVING) before converging, so probes see "starting"
+    // rather than "connection refused".
+    auto read_port = kernel::nft::NetlinkNftPort::Create({});
+    if (!read_port.ok()) {
+      std::fprintf(stderr, "ruleplane-agent: %s\n", std::string(read_port.status().message()).c_str());
+      return 1;
+    }
+    api::ApiOptions api_opts;
+    api_opts.socket_path = cfg->socket();
+    api_opts.socket_gid = cfg->socket_gid();
+    api_opts.mutation_uids.assign(cfg->mutation_uids().begin(), cfg->mutation_uids().end());
+    api_opts.mutation_gids.assign(cfg->mutation_gids().begin(), cfg->mutation_gids().end());
+    api_opts.table = cfg->table();
+    api_opts.table_owner = owner;
+    api_opts.version = RULEPLANE_VERSION;
+    auto srv = api::ApiServer::Start(std::move(api_opts), engine->get(), std::move(*read_port));
+    if (!srv.ok()) {
+      std::fprintf(stderr, "ruleplane-agent: %s\n", std::string(srv.status().message()).c_str());
+      return 1;
+    }
+    api_server = std::move(*srv);
+  }
   if (absl::Status s = (*engine)->Start(); !s.ok()) {
     std::fprintf(stderr, "ruleplane-agent: %s\n", std::string(s.message()).c_str());
     return 1;
   }
   LOG(INFO) << "ruleplane-agent ready: table=inet " << cfg->table() << " state_dir=" << cfg->state_dir()
-            << " owner=" << owner;
+            << " socket=" << cfg->socket() << " owner=" << owner;
   if (absl::GetFlag(FLAGS_exit_after_start)) {
     std::printf("ready: table inet %s converged\n", cfg->table().c_str());
     return 0;
   }
+  api_server->SetReady(true);
 
   std::unique_ptr<metrics::MetricsServer> metrics_server;
   if (!cfg->metrics_address().empty()) {
@@ -221,6 +260,8 @@ int Main() {
     LOG(INFO) << "signal " << sig << ": stopping (kernel state stays in place)";
     break;
   }
+  api_server->SetReady(false, "shutting down");
+  api_server->Shutdown();
   drift.reset();
   metrics_server.reset();
   (*engine)->Stop();
@@ -234,6 +275,15 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "ruleplane-agent: the node dataplane agent. One transaction queue commits every rule change "
       "as an atomic nftables batch.");
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--") break;
+    size_t start = arg.find_first_not_of('-');
+    if (start == 0 || start == std::string::npos) continue;
+    std::string name = arg.substr(start, arg.find('=') == std::string::npos ? std::string::npos : arg.find('=') - start);
+    if (name.rfind("no", 0) == 0 && absl::FindCommandLineFlag(name.substr(2)) != nullptr) name = name.substr(2);
+    ruleplane::GivenFlags().insert(name);
+  }
   absl::ParseCommandLine(argc, argv);
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);

@@ -17,7 +17,7 @@ packages=(
   libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev libgrpc-dev
   protobuf-compiler-grpc grpc-proto libgtest-dev libgmock-dev libbenchmark-dev
   # logging and the /metrics HTTP endpoint
-  libgoogle-glog-dev libgflags-dev libmicrohttpd-dev
+  libgoogle-glog-dev libgflags-dev libmicrohttpd-dev nlohmann-json3-dev
   # BPF objects: clang/llvm compile, bpftool generates skeletons
   clang llvm bpftool
   # CLIs used only by tests, the demo lab and benchmarks (never by the product)

@@ -1,0 +1,42 @@
+// Kernel errno -> absl::Status, with the project's explicit code table
+// (STYLE.md section 4). Every netlink error in agent/kernel goes through here
+// so one errno always means one code.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+
+namespace ruleplane::kernel::nl {
+
+// EEXIST AlreadyExists; ENOENT NotFound; EPERM/EACCES PermissionDenied;
+// EBUSY/EAGAIN Unavailable; EINTR Aborted (interrupted dump: generation
+// changed, retry the whole read); ENOMEM/ENOSPC/ENFILE ResourceExhausted;
+// EINVAL/EOPNOTSUPP/ELOOP/EMLINK Internal (the kernel refused something we
+// rendered).
+// Anything else falls back to abseil's generic errno table.
+absl::StatusCode KernelErrnoToCode(int err);
+
+// "File exists" (strerror text, thread-safe).
+std::string ErrnoText(int err);
+
+// A Status with KernelErrnoToCode(err), `message` verbatim, and the errno
+// attached as payload (see StatusErrno).
+absl::Status KernelError(int err, absl::string_view message);
+
+// The errno attached by KernelError, if any.
+std::optional<int> StatusErrno(const absl::Status& status);
+
+// Attaches the batch sequence number / op index as payloads (structured data
+// for the engine, STYLE.md section 4).
+void SetSeqPayload(absl::Status& status, uint32_t seq);
+void SetOpIndexPayload(absl::Status& status, size_t op_index);
+
+inline constexpr absl::string_view kErrnoPayloadUrl = "type.ruleplane.dev/errno";
+inline constexpr absl::string_view kSeqPayloadUrl = "type.ruleplane.dev/nl-seq";
+inline constexpr absl::string_view kOpIndexPayloadUrl = "type.ruleplane.dev/op-index";
+
+}  // namespace ruleplane::kernel::nl
