@@ -11,6 +11,17 @@
 #include "glog/logging.h"
 
 namespace ruleplane::txn {
+namespace {
+
+// NEWGEN carries the committing *thread's* id (the engine thread for us), so
+// a commit is ours when that id is one of this process's tasks.
+bool IsOwnThread(uint32_t pid, uint32_t self) {
+  if (pid == 0) return false;
+  if (pid == self) return true;
+  return ::access(absl::StrCat("/proc/self/task/", pid).c_str(), F_OK) == 0;
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<DriftMonitor>> DriftMonitor::Start(Engine* engine,
                                                                   const std::string& netns_path,
@@ -61,7 +72,7 @@ void DriftMonitor::Run() {
       continue;
     }
     for (const kernel::nft::RulesetChange& c : *changes) {
-      if (c.pid == self) continue;  // our own commits
+      if (IsOwnThread(c.pid, self)) continue;  // our own commits
       changes_seen_.fetch_add(1);
       foreign_changes_->Increment();
       std::string who = c.pid ? absl::StrCat(c.proc_name, "[pid ", c.pid, "]") : "unknown process";

@@ -7,8 +7,8 @@
 
 #include <cerrno>
 #include <set>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -52,8 +52,8 @@ class TableReader {
       Stale(absl::StrCat("generation changed ", before, " -> ", after));
     }
     if (!stale_.empty()) {
-      return nl::KernelError(EINTR, absl::StrCat("dump table ", what_, ": inconsistent read (",
-                                                 stale_, ")"));
+      return nl::KernelError(
+          EINTR, absl::StrCat("dump table ", what_, ": inconsistent read (", stale_, ")"));
     }
     out.generation = before;
     return out;
@@ -86,7 +86,8 @@ class TableReader {
       if (nftnl_table_nlmsg_parse(reply, table.get()) < 0) {
         return absl::InternalError(absl::StrCat("get table ", what_, ": unparsable reply"));
       }
-      if (Str(nftnl_table_get_str(table.get(), NFTNL_TABLE_NAME)) != table_) return absl::OkStatus();
+      if (Str(nftnl_table_get_str(table.get(), NFTNL_TABLE_NAME)) != table_)
+        return absl::OkStatus();
       out.exists = true;
       out.flags = nftnl_table_get_u32(table.get(), NFTNL_TABLE_FLAGS);
       if (nftnl_table_is_set(table.get(), NFTNL_TABLE_OWNER)) {
@@ -225,7 +226,8 @@ class TableReader {
          e = nftnl_set_elems_iter_next(it.get())) {
       txn::KernelElement ke;
       uint32_t len = 0;
-      const auto* key = static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len));
+      const auto* key =
+          static_cast<const uint8_t*>(nftnl_set_elem_get(e, NFTNL_SET_ELEM_KEY, &len));
       if (key != nullptr) ke.key.assign(key, key + len);
       // Interval sets may hold a start and an end element with one key.
       const uint32_t flags = nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS)
@@ -282,8 +284,8 @@ absl::StatusOr<txn::KernelTable> DumpTable(nl::NetlinkSocket& socket, std::strin
     if (result.ok()) return result;
     if (nl::StatusErrno(result.status()) != EINTR) return result.status();
     last = result.status();
-    VLOG(1) << "dump table " << FamilyName(family) << " " << std::string(table) << ": attempt " << attempt
-            << " inconsistent, retrying: " << last.message();
+    VLOG(1) << "dump table " << FamilyName(family) << " " << std::string(table) << ": attempt "
+            << attempt << " inconsistent, retrying: " << last.message();
   }
   return absl::AbortedError(absl::StrCat("dump table ", FamilyName(family), " ", std::string(table),
                                          ": ruleset kept changing, gave up after ", max_attempts,

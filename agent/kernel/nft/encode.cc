@@ -26,7 +26,7 @@ using render::DataType;
 
 // The kernel's limits (include/uapi/linux/netfilter/nf_tables.h).
 constexpr size_t kMaxNameBytes = NFT_NAME_MAXLEN - 1;  // names are NUL-terminated
-constexpr size_t kMaxDataBytes = 64;                    // NFT_DATA_VALUE_MAXLEN
+constexpr size_t kMaxDataBytes = 64;                   // NFT_DATA_VALUE_MAXLEN
 constexpr size_t kMaxConcatFields = NFT_REG32_COUNT;
 
 // libnftnl setters fail only when malloc does; the style allows CHECK there.
@@ -58,7 +58,8 @@ size_t EstimateRuleBytes(const render::RuleSpec& rule) {
   for (const render::Expr& e : rule.exprs) {
     bytes += 128;
     if (const auto* cmp = std::get_if<expr::Cmp>(&e)) bytes += cmp->data.size();
-    if (const auto* bw = std::get_if<expr::Bitwise>(&e)) bytes += bw->mask.size() + bw->xor_value.size();
+    if (const auto* bw = std::get_if<expr::Bitwise>(&e))
+      bytes += bw->mask.size() + bw->xor_value.size();
     if (const auto* lookup = std::get_if<expr::Lookup>(&e)) bytes += lookup->set.size();
     if (const auto* verdict = std::get_if<expr::Verdict>(&e)) bytes += verdict->chain.size();
   }
@@ -73,8 +74,9 @@ class Validator {
 
   std::vector<txn::OpError> Run() {
     if (plan_.table.empty() || plan_.table.size() > kMaxNameBytes) {
-      Fail(0, std::nullopt, absl::StrCat("table name \"", plan_.table, "\" is empty or longer than ",
-                                         kMaxNameBytes, " bytes"));
+      Fail(0, std::nullopt,
+           absl::StrCat("table name \"", plan_.table, "\" is empty or longer than ", kMaxNameBytes,
+                        " bytes"));
     }
     for (size_t i = 0; i < plan_.ops.size(); ++i) {
       index_ = i;
@@ -85,12 +87,12 @@ class Validator {
 
   void operator()(const op::AddTable& o) {
     if (!o.table.name.empty() && o.table.name != plan_.table) {
-      Fail(std::nullopt, absl::StrCat("table name \"", o.table.name, "\" differs from the plan's \"",
-                                      plan_.table, "\""));
+      Fail(std::nullopt, absl::StrCat("table name \"", o.table.name,
+                                      "\" differs from the plan's \"", plan_.table, "\""));
     }
     if (o.table.family != 0 && o.table.family != plan_.family) {
-      Fail(std::nullopt, absl::StrCat("table family ", o.table.family,
-                                      " differs from the plan's ", plan_.family));
+      Fail(std::nullopt, absl::StrCat("table family ", o.table.family, " differs from the plan's ",
+                                      plan_.family));
     }
     Comment(o.table.comment, std::nullopt);
   }
@@ -104,8 +106,8 @@ class Validator {
     Name(set.name, "set");
     Comment(set.comment, std::nullopt);
     if (set.key.empty() || set.key.size() > kMaxConcatFields) {
-      Fail(std::nullopt, absl::StrCat("set key has ", set.key.size(), " components (1..",
-                                      kMaxConcatFields, ")"));
+      Fail(std::nullopt,
+           absl::StrCat("set key has ", set.key.size(), " components (1..", kMaxConcatFields, ")"));
     }
     if (set.KeyLen() > kMaxDataBytes || set.DataLen() > kMaxDataBytes) {
       Fail(std::nullopt, absl::StrCat("set key/data of ", set.KeyLen(), "/", set.DataLen(),
@@ -137,8 +139,8 @@ class Validator {
       const render::Element& element = elements[e];
       if (element.key.empty() || element.key.size() > kMaxDataBytes ||
           element.data.size() > kMaxDataBytes) {
-        Fail(e, absl::StrCat("element key/data of ", element.key.size(), "/",
-                             element.data.size(), " bytes (key 1..", kMaxDataBytes, ")"));
+        Fail(e, absl::StrCat("element key/data of ", element.key.size(), "/", element.data.size(),
+                             " bytes (key 1..", kMaxDataBytes, ")"));
         return;
       }
       if (element.comment.size() > kMaxCommentBytes) {
@@ -155,8 +157,8 @@ class Validator {
   }
   void Comment(const std::string& comment, std::optional<size_t> element) {
     if (comment.size() > kMaxCommentBytes) {
-      Fail(element, absl::StrCat("comment of ", comment.size(), " bytes exceeds ",
-                                 kMaxCommentBytes));
+      Fail(element,
+           absl::StrCat("comment of ", comment.size(), " bytes exceeds ", kMaxCommentBytes));
     }
   }
   void Fail(std::optional<size_t> element, absl::string_view why) { Fail(index_, element, why); }
@@ -164,10 +166,10 @@ class Validator {
     // One error per op is enough to act on.
     if (!errors_.empty() && errors_.back().op_index == op_index) return;
     std::string summary =
-        op_index < plan_.ops.size() ? render::OpSummary(plan_.ops[op_index]) : "plan";
+        op_index < plan_.ops.size() ? OpSummaryIn(plan_, plan_.ops[op_index]) : "plan";
     std::string where = element ? absl::StrCat(" element ", *element) : "";
-    absl::Status status = absl::InvalidArgumentError(
-        absl::StrCat("validate nft op=", summary, where, ": ", why));
+    absl::Status status =
+        absl::InvalidArgumentError(absl::StrCat("validate nft op=", summary, where, ": ", why));
     errors_.push_back(txn::OpError{op_index, element, std::move(status)});
   }
 
@@ -443,7 +445,8 @@ class Encoder {
     NftnlExprPtr e = NewExpr("nat");
     nftnl_expr_set_u32(e.get(), NFTNL_EXPR_NAT_TYPE, n.type);
     nftnl_expr_set_u32(e.get(), NFTNL_EXPR_NAT_FAMILY, n.family);
-    if (n.reg_addr_min != 0) nftnl_expr_set_u32(e.get(), NFTNL_EXPR_NAT_REG_ADDR_MIN, n.reg_addr_min);
+    if (n.reg_addr_min != 0)
+      nftnl_expr_set_u32(e.get(), NFTNL_EXPR_NAT_REG_ADDR_MIN, n.reg_addr_min);
     if (n.reg_proto_min != 0) {
       nftnl_expr_set_u32(e.get(), NFTNL_EXPR_NAT_REG_PROTO_MIN, n.reg_proto_min);
     }
@@ -460,7 +463,8 @@ class Encoder {
     NftnlExprPtr e = NewExpr("immediate");
     nftnl_expr_set_u32(e.get(), NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
     nftnl_expr_set_u32(e.get(), NFTNL_EXPR_IMM_VERDICT, static_cast<uint32_t>(v.code));
-    if (!v.chain.empty()) MustSet(nftnl_expr_set_str(e.get(), NFTNL_EXPR_IMM_CHAIN, v.chain.c_str()));
+    if (!v.chain.empty())
+      MustSet(nftnl_expr_set_str(e.get(), NFTNL_EXPR_IMM_CHAIN, v.chain.c_str()));
     return e;
   }
 
@@ -525,9 +529,13 @@ class Encoder {
 
 }  // namespace
 
-std::vector<txn::OpError> ValidatePlan(const render::Plan& plan) {
-  return Validator(plan).Run();
+std::string OpSummaryIn(const render::Plan& plan, const render::Op& op) {
+  if (std::holds_alternative<op::AddTable>(op)) return "add table " + plan.table;
+  if (std::holds_alternative<op::DeleteTable>(op)) return "delete table " + plan.table;
+  return render::OpSummary(op);
 }
+
+std::vector<txn::OpError> ValidatePlan(const render::Plan& plan) { return Validator(plan).Run(); }
 
 absl::Status EncodePlan(const render::Plan& plan, const EncodeOptions& options, nl::Batch& batch) {
   const size_t max_bytes =

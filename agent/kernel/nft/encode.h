@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -26,6 +27,10 @@ struct EncodeOptions {
 // can carry at most ~64 KiB of elements; stay well below.
 inline constexpr size_t kMaxElementMessageBytes = 60 * 1024;
 inline constexpr size_t kMinMessageBytes = 1024;
+
+// render::OpSummary(op), except that table ops name plan.table (OpSummary
+// uses TableSpec::name, which an engine may leave empty): "add table x".
+std::string OpSummaryIn(const render::Plan& plan, const render::Op& op);
 
 // Checks what the kernel would refuse for reasons that are ours to fix
 // (names, comment lengths, key sizes, message size) without sending

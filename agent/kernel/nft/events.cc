@@ -38,21 +38,36 @@ struct EventKind {
 
 std::optional<EventKind> Classify(uint16_t type) {
   switch (type) {
-    case NFT_MSG_NEWTABLE: return EventKind{"add", "table", 0};
-    case NFT_MSG_DELTABLE: return EventKind{"delete", "table", 0};
-    case NFT_MSG_NEWCHAIN: return EventKind{"add", "chain", NFTA_CHAIN_NAME};
-    case NFT_MSG_DELCHAIN: return EventKind{"delete", "chain", NFTA_CHAIN_NAME};
-    case NFT_MSG_NEWRULE: return EventKind{"add", "rule", NFTA_RULE_CHAIN};
-    case NFT_MSG_DELRULE: return EventKind{"delete", "rule", NFTA_RULE_CHAIN};
-    case NFT_MSG_NEWSET: return EventKind{"add", "set", NFTA_SET_NAME};
-    case NFT_MSG_DELSET: return EventKind{"delete", "set", NFTA_SET_NAME};
-    case NFT_MSG_NEWSETELEM: return EventKind{"add", "element", NFTA_SET_ELEM_LIST_SET};
-    case NFT_MSG_DELSETELEM: return EventKind{"delete", "element", NFTA_SET_ELEM_LIST_SET};
-    case NFT_MSG_NEWOBJ: return EventKind{"add", "object", NFTA_OBJ_NAME};
-    case NFT_MSG_DELOBJ: return EventKind{"delete", "object", NFTA_OBJ_NAME};
-    case NFT_MSG_NEWFLOWTABLE: return EventKind{"add", "flowtable", NFTA_FLOWTABLE_NAME};
-    case NFT_MSG_DELFLOWTABLE: return EventKind{"delete", "flowtable", NFTA_FLOWTABLE_NAME};
-    default: return std::nullopt;
+    case NFT_MSG_NEWTABLE:
+      return EventKind{"add", "table", 0};
+    case NFT_MSG_DELTABLE:
+      return EventKind{"delete", "table", 0};
+    case NFT_MSG_NEWCHAIN:
+      return EventKind{"add", "chain", NFTA_CHAIN_NAME};
+    case NFT_MSG_DELCHAIN:
+      return EventKind{"delete", "chain", NFTA_CHAIN_NAME};
+    case NFT_MSG_NEWRULE:
+      return EventKind{"add", "rule", NFTA_RULE_CHAIN};
+    case NFT_MSG_DELRULE:
+      return EventKind{"delete", "rule", NFTA_RULE_CHAIN};
+    case NFT_MSG_NEWSET:
+      return EventKind{"add", "set", NFTA_SET_NAME};
+    case NFT_MSG_DELSET:
+      return EventKind{"delete", "set", NFTA_SET_NAME};
+    case NFT_MSG_NEWSETELEM:
+      return EventKind{"add", "element", NFTA_SET_ELEM_LIST_SET};
+    case NFT_MSG_DELSETELEM:
+      return EventKind{"delete", "element", NFTA_SET_ELEM_LIST_SET};
+    case NFT_MSG_NEWOBJ:
+      return EventKind{"add", "object", NFTA_OBJ_NAME};
+    case NFT_MSG_DELOBJ:
+      return EventKind{"delete", "object", NFTA_OBJ_NAME};
+    case NFT_MSG_NEWFLOWTABLE:
+      return EventKind{"add", "flowtable", NFTA_FLOWTABLE_NAME};
+    case NFT_MSG_DELFLOWTABLE:
+      return EventKind{"delete", "flowtable", NFTA_FLOWTABLE_NAME};
+    default:
+      return std::nullopt;
   }
 }
 
@@ -129,7 +144,8 @@ void NftEventWatcher::HandleMessage(const nlmsghdr* nlh, std::vector<RulesetChan
   if (mnl_attr_parse(nlh, sizeof(nfgenmsg), CollectAttr, tb) < 0) return;
   if (AttrString(tb[kTableAttr]) != table_) return;
 
-  std::string event = absl::StrCat(kind->verb, " ", kind->kind, " ", FamilyName(family_), " ", table_);
+  std::string event =
+      absl::StrCat(kind->verb, " ", kind->kind, " ", FamilyName(family_), " ", table_);
   if (kind->name_attr != 0) absl::StrAppend(&event, " ", AttrString(tb[kind->name_attr]));
   if (NFNL_MSG_TYPE(nlh->nlmsg_type) == NFT_MSG_NEWRULE ||
       NFNL_MSG_TYPE(nlh->nlmsg_type) == NFT_MSG_DELRULE) {
@@ -149,9 +165,13 @@ absl::StatusOr<std::vector<RulesetChange>> NftEventWatcher::ReadPending() {
     if (!received.ok()) {
       if (nl::StatusErrno(received.status()) == ENOBUFS) {
         // The kernel dropped notifications: what we buffered is incomplete
-        // and the table may have changed in ways we did not see.
+        // and the table may have changed in ways we did not see. recvmsg()
+        // reports the error before the messages still queued, which are the
+        // head of the overflowed burst (its NEWGEN usually lost): discard
+        // them too, or they would be glued onto the next transaction.
         pending_.clear();
         pending_dropped_ = 0;
+        socket_->DiscardPending();
         if (out.empty() || out.back().events != OverflowChange().events) {
           out.push_back(OverflowChange());
         }

@@ -58,7 +58,8 @@ class NftEventWatcher {
   // Parses everything queued, without blocking. Returns the changes whose
   // transaction completed (NEWGEN seen), oldest first; events of a
   // transaction whose NEWGEN has not arrived yet stay buffered. On ENOBUFS
-  // the buffered events are dropped and an overflow change is returned.
+  // the buffered and still-queued events are dropped and one overflow change
+  // is returned in their place.
   absl::StatusOr<std::vector<RulesetChange>> ReadPending();
 
  private:

@@ -27,11 +27,11 @@ std::string ElementText(const render::Op& op, size_t index) {
   const std::vector<render::Element>* elements = OpElements(op);
   if (elements == nullptr || index >= elements->size()) return absl::StrCat(" element ", index);
   const render::Element& e = (*elements)[index];
-  std::string text = e.text.empty()
-                         ? absl::StrCat("0x", absl::BytesToHexString(absl::string_view(
-                                                  reinterpret_cast<const char*>(e.key.data()),
-                                                  e.key.size())))
-                         : e.text;
+  std::string text =
+      e.text.empty()
+          ? absl::StrCat("0x", absl::BytesToHexString(absl::string_view(
+                                   reinterpret_cast<const char*>(e.key.data()), e.key.size())))
+          : e.text;
   return absl::StrCat(" element ", index, " (", text, ")");
 }
 
@@ -54,9 +54,9 @@ absl::StatusOr<std::unique_ptr<NetlinkNftPort>> NetlinkNftPort::Create(const Opt
   if (!socket.ok()) {
     if (absl::IsUnimplemented(socket.status())) {
       // socket(AF_NETLINK, ..., NETLINK_NETFILTER) -> EPROTONOSUPPORT.
-      return absl::FailedPreconditionError(absl::StrCat(
-          "kernel has no nfnetlink support (modprobe nfnetlink nf_tables?): ",
-          socket.status().message()));
+      return absl::FailedPreconditionError(
+          absl::StrCat("kernel has no nfnetlink support (modprobe nfnetlink nf_tables?): ",
+                       socket.status().message()));
     }
     return socket.status();
   }
@@ -90,9 +90,9 @@ txn::CommitReport NetlinkNftPort::Commit(const render::Plan& plan) {
   report.errors = ValidatePlan(plan);
   if (!report.errors.empty()) {
     const absl::Status& first = report.errors.front().status;
-    report.status = absl::InvalidArgumentError(
-        absl::StrCat("commit nft batch not sent, ", report.errors.size(), " invalid op(s); first: ",
-                     first.message()));
+    report.status =
+        absl::InvalidArgumentError(absl::StrCat("commit nft batch not sent, ", report.errors.size(),
+                                                " invalid op(s); first: ", first.message()));
     return report;
   }
 
@@ -101,8 +101,7 @@ txn::CommitReport NetlinkNftPort::Commit(const render::Plan& plan) {
     report.status = batch.status();
     return report;
   }
-  absl::Status encoded =
-      EncodePlan(plan, EncodeOptions{options_.max_message_bytes}, **batch);
+  absl::Status encoded = EncodePlan(plan, EncodeOptions{options_.max_message_bytes}, **batch);
   if (encoded.ok()) encoded = (*batch)->Finish();
   if (!encoded.ok()) {
     report.status = encoded;
@@ -117,7 +116,8 @@ txn::CommitReport NetlinkNftPort::Commit(const render::Plan& plan) {
   absl::Status batch_error;  // failure of the batch as a whole (no op to blame)
   for (const nl::MessageError& error : result.errors) {
     std::string text = nl::ErrnoText(error.error);
-    if (!error.extack_message.empty()) absl::StrAppend(&text, " (extack: ", error.extack_message, ")");
+    if (!error.extack_message.empty())
+      absl::StrAppend(&text, " (extack: ", error.extack_message, ")");
     if (error.tag == nullptr) {
       absl::Status status = nl::KernelError(
           error.error, absl::StrCat("commit nft batch seq=", error.seq, " (whole batch): ", text));
@@ -129,8 +129,8 @@ txn::CommitReport NetlinkNftPort::Commit(const render::Plan& plan) {
     const render::Op& op = plan.ops[op_index];
     std::string element = error.element_index ? ElementText(op, *error.element_index) : "";
     absl::Status status = nl::KernelError(
-        error.error, absl::StrCat("commit nft batch seq=", error.seq, " op=",
-                                  render::OpSummary(op), element, ": ", text));
+        error.error, absl::StrCat("commit nft batch seq=", error.seq, " op=", OpSummaryIn(plan, op),
+                                  element, ": ", text));
     nl::SetSeqPayload(status, error.seq);
     nl::SetOpIndexPayload(status, op_index);
     report.errors.push_back(txn::OpError{op_index, error.element_index, std::move(status)});
@@ -140,12 +140,12 @@ txn::CommitReport NetlinkNftPort::Commit(const render::Plan& plan) {
     report.status = result.transport;
   } else if (!report.errors.empty()) {
     const absl::Status& first = report.errors.front().status;
-    report.status = report.errors.size() == 1
-                        ? first
-                        : absl::Status(first.code(),
-                                       absl::StrCat("commit nft batch rejected, ",
-                                                    report.errors.size(), " ops failed; first: ",
-                                                    first.message()));
+    report.status =
+        report.errors.size() == 1
+            ? first
+            : absl::Status(first.code(),
+                           absl::StrCat("commit nft batch rejected, ", report.errors.size(),
+                                        " ops failed; first: ", first.message()));
     if (report.errors.size() > 1) {
       first.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
         report.status.SetPayload(url, payload);
@@ -167,8 +167,8 @@ txn::CommitReport NetlinkNftPort::Commit(const render::Plan& plan) {
 
   VLOG(1) << "commit nft batch seq=" << (*batch)->begin_seq() << " ops=" << plan.ops.size()
           << " messages=" << report.messages << " bytes=" << report.bytes
-          << " generation=" << report.generation
-          << (result.generation ? " (echoed)" : " (getgen)") << " result=" << report.status;
+          << " generation=" << report.generation << (result.generation ? " (echoed)" : " (getgen)")
+          << " result=" << report.status;
   return report;
 }
 

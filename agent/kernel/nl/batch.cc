@@ -53,7 +53,8 @@ absl::StatusOr<std::unique_ptr<Batch>> Batch::Create(uint32_t first_seq) {
   NftnlBatchPtr raw(nftnl_batch_alloc(kPageBytes, kMaxMessageBytes));
   if (raw == nullptr) return absl::ResourceExhaustedError("allocate nft batch");
   nftnl_batch_begin(static_cast<char*>(nftnl_batch_buffer(raw.get())), first_seq);
-  if (nftnl_batch_update(raw.get()) < 0) return absl::ResourceExhaustedError("allocate nft batch page");
+  if (nftnl_batch_update(raw.get()) < 0)
+    return absl::ResourceExhaustedError("allocate nft batch page");
   return std::unique_ptr<Batch>(new Batch(std::move(raw), first_seq));
 }
 
@@ -134,9 +135,9 @@ BatchResult SendBatch(NetlinkSocket& socket, const Batch& batch) {
   absl::StatusOr<size_t> rcvbuf = socket.EnsureReceiveBuffer(rcv_wanted);
   if (!rcvbuf.ok() || *rcvbuf < rcv_wanted) {
     LOG_EVERY_T(WARNING, 60) << "commit nft batch: receive buffer "
-                                 << (rcvbuf.ok() ? absl::StrCat(*rcvbuf) : "unknown")
-                                 << " bytes < wanted " << rcv_wanted
-                                 << "; ACKs may be lost (outcome unknown, resync)";
+                             << (rcvbuf.ok() ? absl::StrCat(*rcvbuf) : "unknown")
+                             << " bytes < wanted " << rcv_wanted
+                             << "; ACKs may be lost (outcome unknown, resync)";
   }
 
   // Replies left over from an earlier, failed exchange must not be mistaken
@@ -150,8 +151,8 @@ BatchResult SendBatch(NetlinkSocket& socket, const Batch& batch) {
     // netlink_sendmsg() failed before handing the batch to nfnetlink
     // (EMSGSIZE, ENOMEM, ...): the kernel saw nothing.
     result.transport = absl::Status(
-        sent.status().code(), absl::StrCat("commit nft batch seq=", batch.begin_seq(), ": ",
-                                           sent.status().message()));
+        sent.status().code(),
+        absl::StrCat("commit nft batch seq=", batch.begin_seq(), ": ", sent.status().message()));
     return result;
   }
   result.bytes_sent = *sent;
@@ -174,16 +175,16 @@ BatchResult SendBatch(NetlinkSocket& socket, const Batch& batch) {
         // The kernel dropped replies: we cannot know whether the batch was
         // applied. Keep draining so the socket is clean.
         result.outcome_unknown = true;
-        result.transport = KernelError(
-            ENOBUFS, absl::StrCat("commit nft batch seq=", batch.begin_seq(),
-                                  ": replies lost (ENOBUFS): outcome unknown"));
+        result.transport =
+            KernelError(ENOBUFS, absl::StrCat("commit nft batch seq=", batch.begin_seq(),
+                                              ": replies lost (ENOBUFS): outcome unknown"));
         continue;
       }
       if (received.status().code() == absl::StatusCode::kDeadlineExceeded) break;
       result.outcome_unknown = true;
-      result.transport = absl::Status(
-          received.status().code(), absl::StrCat("commit nft batch seq=", batch.begin_seq(),
-                                                 ": ", received.status().message()));
+      result.transport = absl::Status(received.status().code(),
+                                      absl::StrCat("commit nft batch seq=", batch.begin_seq(), ": ",
+                                                   received.status().message()));
       break;
     }
     if (*received == 0) {
@@ -244,9 +245,9 @@ BatchResult SendBatch(NetlinkSocket& socket, const Batch& batch) {
             [](const MessageError& a, const MessageError& b) { return a.seq < b.seq; });
   if (!batch_failed && result.acks < expected && result.transport.ok()) {
     result.outcome_unknown = true;
-    result.transport = absl::UnknownError(
-        absl::StrCat("commit nft batch seq=", batch.begin_seq(), ": kernel answered ",
-                     result.acks, " of ", expected, " messages: outcome unknown"));
+    result.transport = absl::UnknownError(absl::StrCat("commit nft batch seq=", batch.begin_seq(),
+                                                       ": kernel answered ", result.acks, " of ",
+                                                       expected, " messages: outcome unknown"));
   }
   return result;
 }

@@ -114,8 +114,8 @@ struct BatchResult {
   // The batch may or may not have been applied: replies were lost (ENOBUFS
   // while draining) or some message got no answer at all.
   bool outcome_unknown = false;
-  std::vector<MessageError> errors;  // in seq order
-  uint32_t acks = 0;                 // messages answered (ACK or error)
+  std::vector<MessageError> errors;    // in seq order
+  uint32_t acks = 0;                   // messages answered (ACK or error)
   std::optional<uint32_t> generation;  // from the echoed NEWGEN, if asked for
   size_t bytes_sent = 0;
 };

@@ -170,8 +170,8 @@ absl::StatusOr<size_t> NetlinkSocket::SendIov(const struct iovec* iov, size_t io
   } while (sent < 0 && errno == EINTR);
   if (sent < 0) {
     int err = errno;
-    return KernelError(err, absl::StrCat("send netlink message of ", total, " bytes: ",
-                                         ErrnoText(err)));
+    return KernelError(err,
+                       absl::StrCat("send netlink message of ", total, " bytes: ", ErrnoText(err)));
   }
   if (static_cast<size_t>(sent) != total) {
     return absl::InternalError(
@@ -194,8 +194,8 @@ absl::StatusOr<size_t> NetlinkSocket::Receive(std::vector<char>& buf, absl::Dura
         return absl::ErrnoToStatus(errno, "poll netlink socket");
       }
       if (ready == 0) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "no reply from the kernel within ", absl::FormatDuration(timeout)));
+        return absl::DeadlineExceededError(
+            absl::StrCat("no reply from the kernel within ", absl::FormatDuration(timeout)));
       }
     }
     sockaddr_nl from = {};
@@ -283,7 +283,8 @@ absl::Status NetlinkSocket::Request(nlmsghdr* request, absl::string_view what,
         case NLMSG_ERROR: {
           std::optional<NetlinkAck> ack = ParseAck(nlh);
           if (!ack) return absl::InternalError(absl::StrCat(what, ": truncated netlink error"));
-          if (ack->error != 0) return KernelError(ack->error, absl::StrCat(what, ": ", AckText(*ack)));
+          if (ack->error != 0)
+            return KernelError(ack->error, absl::StrCat(what, ": ", AckText(*ack)));
           if (dump) continue;  // a dump ends with NLMSG_DONE, not an ACK
           if (!callback_status.ok()) return callback_status;
           return absl::OkStatus();

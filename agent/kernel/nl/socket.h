@@ -19,8 +19,8 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
-#include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "agent/common/unique_fd.h"
 #include "agent/kernel/nl/c_ptr.h"
@@ -37,8 +37,8 @@ inline constexpr size_t kReceiveBufferBytes = 65535 + 4096;
 // One parsed NLMSG_ERROR: an ACK when error == 0.
 struct NetlinkAck {
   uint32_t seq = 0;
-  int error = 0;  // positive errno, 0 = ACK
-  std::string extack_message;           // NLMSGERR_ATTR_MSG
+  int error = 0;                          // positive errno, 0 = ACK
+  std::string extack_message;             // NLMSGERR_ATTR_MSG
   std::optional<uint32_t> extack_offset;  // NLMSGERR_ATTR_OFFS, from the start of our nlmsghdr
 };
 
@@ -56,7 +56,8 @@ class NetlinkSocket {
 
   // OpenSocketInNetns(netns_path, AF_NETLINK, SOCK_RAW, NETLINK_NETFILTER)
   // then Adopt. Empty path = current netns.
-  static absl::StatusOr<std::unique_ptr<NetlinkSocket>> OpenNetfilter(const std::string& netns_path);
+  static absl::StatusOr<std::unique_ptr<NetlinkSocket>> OpenNetfilter(
+      const std::string& netns_path);
 
   NetlinkSocket(const NetlinkSocket&) = delete;
   NetlinkSocket& operator=(const NetlinkSocket&) = delete;

@@ -1,0 +1,419 @@
+#include "agent/kernel/bpf/snat_program.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <filesystem>
+#include <optional>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "agent/common/status_macros.h"
+#include "agent/common/unique_fd.h"
+#include "agent/kernel/bpf/errors.h"
+#include "glog/logging.h"
+#include "snat.skel.h"
+
+namespace ruleplane::kernel::bpf {
+namespace {
+
+// --- typed map access; every error names the map and the operation ---
+
+template <typename K, typename V>
+absl::Status MapUpdate(bpf_map* map, const K& key, const V& value, uint64_t flags, absl::string_view what) {
+  // bpf_map__update_elem() also checks key/value sizes against the map.
+  const int err = bpf_map__update_elem(map, &key, sizeof(K), &value, sizeof(V), flags);
+  if (err != 0) return BpfError(err, absl::StrCat("update ", what, " in map ", bpf_map__name(map)));
+  return absl::OkStatus();
+}
+
+template <typename K>
+absl::Status MapDelete(bpf_map* map, const K& key, absl::string_view what) {
+  const int err = bpf_map__delete_elem(map, &key, sizeof(K), 0);
+  if (err != 0 && err != -ENOENT) {
+    return BpfError(err, absl::StrCat("delete ", what, " from map ", bpf_map__name(map)));
+  }
+  return absl::OkStatus();
+}
+
+// nullopt when the key is absent.
+template <typename K, typename V>
+absl::StatusOr<std::optional<V>> MapLookup(const bpf_map* map, const K& key, absl::string_view what) {
+  V value{};
+  const int err = bpf_map__lookup_elem(map, &key, sizeof(K), &value, sizeof(V), 0);
+  if (err == -ENOENT) return std::nullopt;
+  if (err != 0) return BpfError(err, absl::StrCat("look up ", what, " in map ", bpf_map__name(map)));
+  return value;
+}
+
+// Every key of a hash/LPM map. Not a snapshot: concurrent updates may be
+// missed or seen, which the Replace* callers tolerate.
+template <typename K>
+absl::StatusOr<std::vector<K>> MapKeys(const bpf_map* map) {
+  std::vector<K> keys;
+  K key{};
+  const K* prev = nullptr;
+  for (;;) {
+    const int err = bpf_map__get_next_key(map, prev, &key, sizeof(K));
+    if (err == -ENOENT) break;
+    if (err != 0) return BpfError(err, absl::StrCat("iterate map ", bpf_map__name(map)));
+    keys.push_back(key);
+    prev = &keys.back();
+    if (keys.size() > bpf_map__max_entries(map)) {
+      // get_next_key restarts from the first key when `prev` vanished
+      // concurrently; do not loop forever on a map that keeps changing.
+      return absl::AbortedError(absl::StrCat("iterate map ", bpf_map__name(map), ": map changed during the walk"));
+    }
+  }
+  return keys;
+}
+
+// Reads one slot of a per-CPU array: one V per possible CPU.
+template <typename V>
+absl::StatusOr<std::vector<V>> PerCpuLookup(const bpf_map* map, uint32_t slot) {
+  static_assert(sizeof(V) % 8 == 0, "per-CPU values are stored at 8-byte strides");
+  const int ncpus = libbpf_num_possible_cpus();
+  if (ncpus <= 0) return BpfError(ncpus, "count possible CPUs");
+  std::vector<V> values(static_cast<size_t>(ncpus));
+  const int err = bpf_map__lookup_elem(map, &slot, sizeof(slot), values.data(), values.size() * sizeof(V), 0);
+  if (err != 0) return BpfError(err, absl::StrCat("read slot ", slot, " of map ", bpf_map__name(map)));
+  return values;
+}
+
+// --- pin dir ---
+
+absl::Status PreparePinDir(const std::string& dir) {
+  // The first existing ancestor must be bpffs: on anything else the pins would
+  // be plain files (or mkdir fails in sysfs) and state would not survive.
+  std::filesystem::path probe(dir);
+  std::error_code ec;
+  while (!probe.empty() && !std::filesystem::exists(probe, ec)) probe = probe.parent_path();
+  struct statfs fs {};
+  if (::statfs(probe.empty() ? "/" : probe.c_str(), &fs) != 0) {
+    return BpfError(errno, absl::StrCat("statfs ", probe.string(), " for pin dir ", dir));
+  }
+  if (fs.f_type != BPF_FS_MAGIC) {
+    return absl::FailedPreconditionError(absl::StrCat("bpf pin dir ", dir, ": ", probe.string(),
+                                                      " is not on a bpffs mount (mount -t bpf bpf /sys/fs/bpf)"));
+  }
+  if (std::filesystem::create_directories(dir, ec); ec) {
+    return BpfError(ec.value(), absl::StrCat("create bpf pin dir ", dir));
+  }
+  return absl::OkStatus();
+}
+
+// Returns whether a pin exists at `path`; FailedPrecondition if it does but
+// cannot be adopted by `map`. libbpf would also refuse it at load time, but
+// only with EINVAL and a log line.
+absl::StatusOr<bool> CheckPinnedMapCompatible(const bpf_map* map, const std::string& path) {
+  UniqueFd fd(bpf_obj_get(path.c_str()));
+  if (!fd.valid()) {
+    const int err = errno;
+    if (err == ENOENT) return false;
+    return BpfError(err, absl::StrCat("open pinned map ", path));
+  }
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (const int err = bpf_obj_get_info_by_fd(fd.get(), &info, &len); err != 0) {
+    return BpfError(err, absl::StrCat("query pinned map ", path));
+  }
+  std::vector<std::string> diffs;
+  auto check = [&diffs](absl::string_view field, uint32_t pinned, uint32_t ours) {
+    if (pinned != ours) diffs.push_back(absl::StrCat(field, " ", pinned, " (pinned) != ", ours, " (this build)"));
+  };
+  check("type", info.type, bpf_map__type(map));
+  check("key_size", info.key_size, bpf_map__key_size(map));
+  check("value_size", info.value_size, bpf_map__value_size(map));
+  check("max_entries", info.max_entries, bpf_map__max_entries(map));
+  check("map_flags", info.map_flags, bpf_map__map_flags(map));
+  if (!diffs.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("pinned map ", path, " does not match map ", bpf_map__name(map),
+                                                      " of this build: ", absl::StrJoin(diffs, ", "),
+                                                      "; remove the pin to start with empty state"));
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::Status ValidateSnatConfig(const SnatConfig& config) {
+  if (config.port_min == 0 || config.port_min > config.port_max) {
+    return absl::InvalidArgumentError(absl::StrCat("snat config: port range ", config.port_min, "-", config.port_max,
+                                                   " must be non-empty and start above 0"));
+  }
+  if (config.max_retries == 0 || config.max_retries > RP_SNAT_MAX_RETRIES) {
+    return absl::InvalidArgumentError(absl::StrCat("snat config: max_retries ", config.max_retries,
+                                                   " must be in 1..", RP_SNAT_MAX_RETRIES));
+  }
+  // Mirrors RP_MAX_L2_LEN in bpf/snat.bpf.c.
+  if (config.l2_header_len > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snat config: l2_header_len ", config.l2_header_len, " must be at most 64"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgramOptions& options) {
+  RETURN_IF_ERROR(ValidateSnatConfig(options.config));
+  if (!options.pin_dir.empty()) RETURN_IF_ERROR(PreparePinDir(options.pin_dir));
+
+  ASSIGN_OR_RETURN(BpfSkeleton<snat> skel, BpfSkeleton<snat>::Open("snat"));
+  skel->rodata->port_min = options.config.port_min;
+  skel->rodata->port_max = options.config.port_max;
+  skel->rodata->max_retries = options.config.max_retries;
+  skel->rodata->l2_hdr_len = options.config.l2_header_len;
+
+  std::vector<std::string> reused;
+  if (!options.pin_dir.empty()) {
+    bpf_map* map = nullptr;
+    bpf_object__for_each_map(map, skel.obj()) {
+      // .rodata is per-load configuration: never shared with a predecessor.
+      if (bpf_map__is_internal(map)) continue;
+      const std::string path = absl::StrCat(options.pin_dir, "/", bpf_map__name(map));
+      ASSIGN_OR_RETURN(const bool exists, CheckPinnedMapCompatible(map, path));
+      // At load, libbpf adopts the pinned map if present (bpf_map__reuse_fd)
+      // and otherwise creates the map and pins it here.
+      if (const int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {
+        return BpfError(err, absl::StrCat("set pin path ", path, " of map ", bpf_map__name(map)));
+      }
+      if (exists) reused.push_back(bpf_map__name(map));
+    }
+  }
+
+  RETURN_IF_ERROR(skel.Load());
+  LOG(INFO) << "bpf snat loaded pin_dir=" << (options.pin_dir.empty() ? "(none)" : options.pin_dir)
+            << " reused_maps=" << reused.size() << " ports=" << options.config.port_min << "-"
+            << options.config.port_max;
+  return std::unique_ptr<SnatProgram>(new SnatProgram(options, std::move(skel), std::move(reused)));
+}
+
+SnatProgram::SnatProgram(SnatProgramOptions options, BpfSkeleton<snat> skel, std::vector<std::string> reused_maps)
+    : options_(std::move(options)), skel_(std::move(skel)), reused_maps_(std::move(reused_maps)) {}
+
+SnatProgram::~SnatProgram() = default;
+
+int SnatProgram::egress_prog_fd() const { return bpf_program__fd(skel_->progs.snat_egress); }
+int SnatProgram::ingress_prog_fd() const { return bpf_program__fd(skel_->progs.snat_ingress); }
+
+bpf_map* SnatProgram::PodsMap() const { return skel_->maps.ruleplane_pods; }
+bpf_map* SnatProgram::ExclMap() const { return skel_->maps.ruleplane_excl; }
+bpf_map* SnatProgram::EgressAddrMap() const { return skel_->maps.ruleplane_eaddr; }
+bpf_map* SnatProgram::CfgMap() const { return skel_->maps.ruleplane_cfg; }
+bpf_map* SnatProgram::NatMap() const { return skel_->maps.ruleplane_nat; }
+bpf_map* SnatProgram::ReverseNatMap() const { return skel_->maps.ruleplane_rnat; }
+bpf_map* SnatProgram::ReasonMap() const { return skel_->maps.ruleplane_rsn; }
+bpf_map* SnatProgram::EgressStatsMap() const { return skel_->maps.ruleplane_estat; }
+
+absl::StatusOr<TcHook> SnatProgram::AttachToInterface(int ifindex) const {
+  ASSIGN_OR_RETURN(TcHook hook, TcHook::Create(ifindex));
+  // Ingress first: replies must be translated back before the first packet
+  // is translated on egress. If the egress attach fails, `hook` detaches the
+  // ingress filter again on return.
+  RETURN_IF_ERROR(hook.AttachFilter(TcDirection::kIngress, ingress_prog_fd(), "snat_ingress"));
+  RETURN_IF_ERROR(hook.AttachFilter(TcDirection::kEgress, egress_prog_fd(), "snat_egress"));
+  return hook;
+}
+
+absl::StatusOr<TcHook> SnatProgram::AttachToInterface(absl::string_view ifname) const {
+  ASSIGN_OR_RETURN(const int ifindex, InterfaceIndex(ifname));
+  return AttachToInterface(ifindex);
+}
+
+// --- pods ---
+
+absl::Status SnatProgram::UpsertPodAddress(Ipv4Addr pod) {
+  const uint32_t key = pod.network_order();
+  const uint8_t value = RP_POD_F_SNAT;
+  return MapUpdate(PodsMap(), key, value, BPF_ANY, absl::StrCat("pod address ", pod.ToString()));
+}
+
+absl::Status SnatProgram::DeletePodAddress(Ipv4Addr pod) {
+  const uint32_t key = pod.network_order();
+  return MapDelete(PodsMap(), key, absl::StrCat("pod address ", pod.ToString()));
+}
+
+absl::Status SnatProgram::ReplacePodAddresses(absl::Span<const Ipv4Addr> pods) {
+  if (pods.size() > RP_SNAT_MAX_PODS) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("replace pod addresses: ", pods.size(), " exceed map ruleplane_pods capacity ", RP_SNAT_MAX_PODS));
+  }
+  absl::flat_hash_set<uint32_t> wanted;
+  for (Ipv4Addr pod : pods) {
+    if (pod.IsUnspecified()) return absl::InvalidArgumentError("replace pod addresses: 0.0.0.0 is not a pod address");
+    wanted.insert(pod.network_order());
+  }
+  // Insert first, delete second: a pod listed before and after is never absent.
+  for (Ipv4Addr pod : pods) RETURN_IF_ERROR(UpsertPodAddress(pod));
+  ASSIGN_OR_RETURN(std::vector<uint32_t> present, MapKeys<uint32_t>(PodsMap()));
+  for (uint32_t key : present) {
+    if (!wanted.contains(key)) RETURN_IF_ERROR(DeletePodAddress(Ipv4Addr::FromNetworkOrder(key)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Ipv4Addr>> SnatProgram::ListPodAddresses() const {
+  ASSIGN_OR_RETURN(std::vector<uint32_t> keys, MapKeys<uint32_t>(PodsMap()));
+  std::vector<Ipv4Addr> pods;
+  pods.reserve(keys.size());
+  for (uint32_t key : keys) pods.push_back(Ipv4Addr::FromNetworkOrder(key));
+  std::sort(pods.begin(), pods.end());
+  return pods;
+}
+
+// --- exclusions ---
+
+absl::Status SnatProgram::ReplaceExclusions(absl::Span<const Ipv4Prefix> prefixes) {
+  if (prefixes.size() > RP_SNAT_MAX_EXCLUSIONS) {
+    return absl::InvalidArgumentError(absl::StrCat("replace exclusions: ", prefixes.size(),
+                                                   " exceed map ruleplane_excl capacity ", RP_SNAT_MAX_EXCLUSIONS));
+  }
+  auto to_key = [](const Ipv4Prefix& p) {
+    const Ipv4Prefix c = p.Canonical();
+    rp_lpm4_key key{};
+    key.prefixlen = c.len;
+    key.addr = c.addr.network_order();
+    return key;
+  };
+  auto pack = [](const rp_lpm4_key& k) { return (uint64_t{k.prefixlen} << 32) | k.addr; };
+  absl::flat_hash_set<uint64_t> wanted;
+  for (const Ipv4Prefix& p : prefixes) {
+    const rp_lpm4_key key = to_key(p);
+    wanted.insert(pack(key));
+    const uint8_t value = 1;
+    RETURN_IF_ERROR(MapUpdate(ExclMap(), key, value, BPF_ANY, absl::StrCat("exclusion ", p.Canonical().ToString())));
+  }
+  ASSIGN_OR_RETURN(std::vector<rp_lpm4_key> present, MapKeys<rp_lpm4_key>(ExclMap()));
+  for (const rp_lpm4_key& key : present) {
+    if (wanted.contains(pack(key))) continue;
+    const Ipv4Prefix p{Ipv4Addr::FromNetworkOrder(key.addr), static_cast<uint8_t>(key.prefixlen)};
+    RETURN_IF_ERROR(MapDelete(ExclMap(), key, absl::StrCat("exclusion ", p.ToString())));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Ipv4Prefix>> SnatProgram::ListExclusions() const {
+  ASSIGN_OR_RETURN(std::vector<rp_lpm4_key> keys, MapKeys<rp_lpm4_key>(ExclMap()));
+  std::vector<Ipv4Prefix> out;
+  out.reserve(keys.size());
+  for (const rp_lpm4_key& k : keys) {
+    out.push_back(Ipv4Prefix{Ipv4Addr::FromNetworkOrder(k.addr), static_cast<uint8_t>(k.prefixlen)});
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// --- egress addresses ---
+
+absl::Status SnatProgram::SetEgressAddresses(absl::Span<const EgressAddress> addrs) {
+  if (addrs.size() > RP_SNAT_MAX_EGRESS_ADDRS) {
+    return absl::InvalidArgumentError(absl::StrCat("set egress addresses: ", addrs.size(), " given, at most ",
+                                                   RP_SNAT_MAX_EGRESS_ADDRS, " supported"));
+  }
+  absl::flat_hash_set<uint32_t> seen;
+  for (const EgressAddress& a : addrs) {
+    if (a.addr.IsUnspecified()) return absl::InvalidArgumentError("set egress addresses: 0.0.0.0 is not an address");
+    if (!seen.insert(a.addr.network_order()).second) {
+      return absl::InvalidArgumentError(absl::StrCat("set egress addresses: duplicate ", a.addr.ToString()));
+    }
+  }
+  // Slots first, then the count, then clear the tail (see the header).
+  for (uint32_t slot = 0; slot < addrs.size(); ++slot) {
+    rp_egress_addr value{};
+    value.addr = addrs[slot].addr.network_order();
+    value.flags = addrs[slot].draining ? RP_EGRESS_F_DRAINING : 0;
+    RETURN_IF_ERROR(MapUpdate(EgressAddrMap(), slot, value, BPF_ANY,
+                              absl::StrCat("egress slot ", slot, " (", addrs[slot].addr.ToString(), ")")));
+  }
+  rp_snat_cfg cfg{};
+  cfg.egress_count = static_cast<uint32_t>(addrs.size());
+  const uint32_t zero = 0;
+  RETURN_IF_ERROR(MapUpdate(CfgMap(), zero, cfg, BPF_ANY, absl::StrCat("egress count ", addrs.size())));
+  for (uint32_t slot = static_cast<uint32_t>(addrs.size()); slot < RP_SNAT_MAX_EGRESS_ADDRS; ++slot) {
+    const rp_egress_addr empty{};
+    RETURN_IF_ERROR(MapUpdate(EgressAddrMap(), slot, empty, BPF_ANY, absl::StrCat("egress slot ", slot, " (clear)")));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<EgressAddress>> SnatProgram::ListEgressAddresses() const {
+  const uint32_t zero = 0;
+  ASSIGN_OR_RETURN(std::optional<rp_snat_cfg> cfg, (MapLookup<uint32_t, rp_snat_cfg>(CfgMap(), zero, "config")));
+  const uint32_t count = cfg ? std::min<uint32_t>(cfg->egress_count, RP_SNAT_MAX_EGRESS_ADDRS) : 0;
+  std::vector<EgressAddress> out;
+  for (uint32_t slot = 0; slot < count; ++slot) {
+    ASSIGN_OR_RETURN(std::optional<rp_egress_addr> v,
+                     (MapLookup<uint32_t, rp_egress_addr>(EgressAddrMap(), slot, absl::StrCat("egress slot ", slot))));
+    if (!v) continue;
+    out.push_back(EgressAddress{Ipv4Addr::FromNetworkOrder(v->addr), (v->flags & RP_EGRESS_F_DRAINING) != 0});
+  }
+  return out;
+}
+
+// --- statistics ---
+
+absl::StatusOr<ReasonCounters> SnatProgram::ReadReasonCounters() const {
+  ReasonCounters counters{};
+  for (uint32_t reason = 0; reason < RP_REASON_SLOTS; ++reason) {
+    ASSIGN_OR_RETURN(std::vector<uint64_t> per_cpu, PerCpuLookup<uint64_t>(ReasonMap(), reason));
+    for (uint64_t v : per_cpu) counters[reason] += v;
+  }
+  return counters;
+}
+
+absl::StatusOr<std::vector<EgressUsage>> SnatProgram::ReadEgressUsage() const {
+  const uint32_t zero = 0;
+  ASSIGN_OR_RETURN(std::optional<rp_snat_cfg> cfg, (MapLookup<uint32_t, rp_snat_cfg>(CfgMap(), zero, "config")));
+  const uint32_t count = cfg ? cfg->egress_count : 0;
+  std::vector<EgressUsage> out;
+  for (uint32_t slot = 0; slot < RP_SNAT_MAX_EGRESS_ADDRS; ++slot) {
+    EgressUsage usage;
+    usage.slot = slot;
+    usage.live = slot < count;
+    ASSIGN_OR_RETURN(std::optional<rp_egress_addr> a,
+                     (MapLookup<uint32_t, rp_egress_addr>(EgressAddrMap(), slot, absl::StrCat("egress slot ", slot))));
+    if (a) usage.address = EgressAddress{Ipv4Addr::FromNetworkOrder(a->addr), (a->flags & RP_EGRESS_F_DRAINING) != 0};
+    ASSIGN_OR_RETURN(std::vector<rp_egress_stats> per_cpu, PerCpuLookup<rp_egress_stats>(EgressStatsMap(), slot));
+    for (const rp_egress_stats& s : per_cpu) {
+      usage.allocs += s.allocs;
+      usage.collisions += s.collisions;
+      usage.exhausted += s.exhausted;
+    }
+    out.push_back(usage);
+  }
+  return out;
+}
+
+absl::StatusOr<std::optional<rp_nat_val>> SnatProgram::LookupNat(const rp_nat_key& key) const {
+  return MapLookup<rp_nat_key, rp_nat_val>(NatMap(), key, "nat entry");
+}
+
+absl::StatusOr<std::optional<rp_rnat_val>> SnatProgram::LookupReverseNat(const rp_rnat_key& key) const {
+  return MapLookup<rp_rnat_key, rp_rnat_val>(ReverseNatMap(), key, "reverse nat entry");
+}
+
+absl::Status SnatProgram::UnpinMaps() {
+  if (options_.pin_dir.empty()) return absl::OkStatus();
+  bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, skel_.obj()) {
+    if (bpf_map__is_internal(map) || bpf_map__pin_path(map) == nullptr) continue;
+    const std::string path = bpf_map__pin_path(map);
+    if (const int err = bpf_map__unpin(map, nullptr); err != 0 && err != -ENOENT) {
+      return BpfError(err, absl::StrCat("unpin map ", bpf_map__name(map), " at ", path));
+    }
+  }
+  // Best effort: other ruleplane objects may share the directory.
+  if (::rmdir(options_.pin_dir.c_str()) != 0 && errno != ENOTEMPTY && errno != ENOENT) {
+    return BpfError(errno, absl::StrCat("remove bpf pin dir ", options_.pin_dir));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ruleplane::kernel::bpf

@@ -1,0 +1,165 @@
+// SnatProgram: the loaded tc SNAT program (bpf/snat.bpf.c) and its maps.
+//
+// Owns: the `snat` skeleton (both programs, every map, the pins it created).
+// Map writes are plain BPF map updates, not transactions: each writer below
+// orders its updates so every intermediate state is safe, and says how.
+// Thread: the engine thread is the only caller of anything that mutates
+// (STYLE.md section 1); the Read*/List*/Lookup* methods only read and may be
+// called from a diagnostics thread. Must not: attach by itself (see
+// AttachToInterface), or remove pins unless asked (UnpinMaps).
+//
+// Restart safety: with a pin dir, every ruleplane_* map is pinned as
+// <pin_dir>/<map name>; a restarted agent adopts the pinned maps before load,
+// so NAT state, configuration and counters survive, and AttachToInterface()
+// replaces the old filters atomically.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "agent/kernel/bpf/bpf_skeleton.h"
+#include "agent/kernel/bpf/ipv4.h"
+#include "agent/kernel/bpf/snat_abi.h"
+#include "agent/kernel/bpf/tc_hook.h"
+
+struct snat;  // bpftool-generated skeleton (snat.skel.h), used in the .cc only
+struct bpf_map;
+
+namespace ruleplane::kernel::bpf {
+
+inline constexpr absl::string_view kDefaultPinDir = "/sys/fs/bpf/ruleplane";
+
+// Load-time configuration, written into the program's rodata before load.
+// Changing it needs a reload (Create() again; pinned state carries over).
+struct SnatConfig {
+  // SNAT port range (and ICMP echo id range), host order, inclusive. Keep it
+  // disjoint from net.ipv4.ip_local_port_range when an egress address is also
+  // the node's own (the default 61000-65535 is above Linux's 32768-60999).
+  uint16_t port_min = 61000;
+  uint16_t port_max = 65535;
+  // Ports probed per egress address before failing over; 1..RP_SNAT_MAX_RETRIES.
+  uint32_t max_retries = RP_SNAT_MAX_RETRIES;
+  // Bytes before the IPv4 header: 14 on Ethernet, 0 on L3 devices.
+  uint32_t l2_header_len = 14;
+};
+
+// InvalidArgument naming the bad field; pure.
+absl::Status ValidateSnatConfig(const SnatConfig& config);
+
+struct SnatProgramOptions {
+  SnatConfig config;
+  // bpffs directory for the map pins; created if missing (it must be on a
+  // mounted bpffs). Empty: no pinning (tests; state dies with the object).
+  std::string pin_dir = std::string(kDefaultPinDir);
+};
+
+struct EgressAddress {
+  Ipv4Addr addr;
+  // Existing flows keep translating to this address; no new ports here.
+  bool draining = false;
+
+  friend bool operator==(const EgressAddress&, const EgressAddress&) = default;
+};
+
+// Per egress slot, summed over CPUs.
+struct EgressUsage {
+  uint32_t slot = 0;
+  bool live = false;  // slot < configured count
+  EgressAddress address;
+  uint64_t allocs = 0;      // mappings allocated here
+  uint64_t collisions = 0;  // ports probed that were taken: saturation signal
+  uint64_t exhausted = 0;   // allocations that gave up here (failed over)
+};
+
+// ruleplane_rsn summed over CPUs, indexed by rp_reason.
+using ReasonCounters = std::array<uint64_t, RP_REASON_SLOTS>;
+
+class SnatProgram {
+ public:
+  // Validates the config, prepares the pin dir, opens the skeleton, writes
+  // rodata, adopts compatible pinned maps and loads both programs.
+  // InvalidArgument: bad config. FailedPrecondition: pin dir not on bpffs, or
+  // a pinned map whose type/size differs from this build (its path and the
+  // difference are named; remove the pin to start with empty state).
+  // PermissionDenied: missing CAP_BPF/CAP_NET_ADMIN. Internal: the verifier
+  // rejected a program (the message quotes the verifier log).
+  static absl::StatusOr<std::unique_ptr<SnatProgram>> Create(const SnatProgramOptions& options);
+
+  SnatProgram(const SnatProgram&) = delete;
+  SnatProgram& operator=(const SnatProgram&) = delete;
+  ~SnatProgram();
+
+  const SnatConfig& config() const { return options_.config; }
+  const std::string& pin_dir() const { return options_.pin_dir; }
+  // Names of the maps adopted from existing pins (empty on a fresh start).
+  const std::vector<std::string>& reused_maps() const { return reused_maps_; }
+
+  int egress_prog_fd() const;
+  int ingress_prog_fd() const;
+
+  // Creates (or adopts) clsact on the interface and attaches snat_egress and
+  // snat_ingress with kRuleplaneTcFilter, replacing our earlier filters
+  // atomically. The returned hook detaches on destruction unless released.
+  absl::StatusOr<TcHook> AttachToInterface(int ifindex) const;
+  absl::StatusOr<TcHook> AttachToInterface(absl::string_view ifname) const;
+
+  // --- pod source addresses (ruleplane_pods) ---
+  [[nodiscard]] absl::Status UpsertPodAddress(Ipv4Addr pod);
+  // Absent: OK (idempotent DEL).
+  [[nodiscard]] absl::Status DeletePodAddress(Ipv4Addr pod);
+  // Makes the map equal `pods`: inserts new entries first, then deletes the
+  // ones not listed, so a pod present before and after never disappears.
+  [[nodiscard]] absl::Status ReplacePodAddresses(absl::Span<const Ipv4Addr> pods);
+  absl::StatusOr<std::vector<Ipv4Addr>> ListPodAddresses() const;
+
+  // --- destinations that keep the pod source (ruleplane_excl) ---
+  // Same insert-then-delete order as ReplacePodAddresses. Prefixes are
+  // canonicalised (host bits cleared).
+  [[nodiscard]] absl::Status ReplaceExclusions(absl::Span<const Ipv4Prefix> prefixes);
+  absl::StatusOr<std::vector<Ipv4Prefix>> ListExclusions() const;
+
+  // --- egress addresses (ruleplane_eaddr + ruleplane_cfg) ---
+  // At most RP_SNAT_MAX_EGRESS_ADDRS, tried in order; unspecified or
+  // duplicate addresses are InvalidArgument. Order of writes: the slots
+  // [0, n), then the count, then clearing slots [n, max). While it runs the
+  // program sees old and new addresses mixed, never an unwritten slot.
+  // Existing flows keep their address (see EgressAddress::draining).
+  [[nodiscard]] absl::Status SetEgressAddresses(absl::Span<const EgressAddress> addrs);
+  absl::StatusOr<std::vector<EgressAddress>> ListEgressAddresses() const;
+
+  // --- statistics and state (read-only) ---
+  absl::StatusOr<ReasonCounters> ReadReasonCounters() const;
+  absl::StatusOr<std::vector<EgressUsage>> ReadEgressUsage() const;
+  absl::StatusOr<std::optional<rp_nat_val>> LookupNat(const rp_nat_key& key) const;
+  absl::StatusOr<std::optional<rp_rnat_val>> LookupReverseNat(const rp_rnat_key& key) const;
+
+  // Removes the pins (uninstall). The maps live on while this object or an
+  // attached program holds them.
+  [[nodiscard]] absl::Status UnpinMaps();
+
+ private:
+  SnatProgram(SnatProgramOptions options, BpfSkeleton<snat> skel, std::vector<std::string> reused_maps);
+
+  bpf_map* PodsMap() const;
+  bpf_map* ExclMap() const;
+  bpf_map* EgressAddrMap() const;
+  bpf_map* CfgMap() const;
+  bpf_map* NatMap() const;
+  bpf_map* ReverseNatMap() const;
+  bpf_map* ReasonMap() const;
+  bpf_map* EgressStatsMap() const;
+
+  SnatProgramOptions options_;
+  BpfSkeleton<snat> skel_;
+  std::vector<std::string> reused_maps_;
+};
+
+}  // namespace ruleplane::kernel::bpf

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The demo lab: one "node" network namespace running ruleplane-agent, N "pod"
+# namespaces set up through the real CNI chain bridge + host-local + ruleplane,
+# an "outside" namespace, and real traffic:
+#   - pod <-> pod over the bridge (ping)
+#   - outside -> node hostPort -> pod (curl), DNAT by the agent's nftables map
+#   - CHECK / DEL / GC through the chain, and the agent's own view.
+# Everything lives in namespaces this script creates and removes; the host's
+# ruleset is never touched. Usage: sudo tools/lab.sh [BUILD_DIR] [PODS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+build=${1:-build}
+pods=${2:-3}
+agent="$repo/$build/agent/ruleplane-agent"
+ctl="$repo/$build/tools/ruleplanectl"
+plugin_dir="$repo/$build/cni"
+for f in "$agent" "$ctl" "$plugin_dir/ruleplane"; do
+  [[ -x "$f" ]] || { echo "lab: $f missing; build first (tools/demo.sh does)" >&2; exit 1; }
+done
+
+id=$$
+node="rp-lab-node-$id"
+outside="rp-lab-out-$id"
+lab=$(mktemp -d /tmp/rp-lab.XXXXXX)
+sock="$lab/run/ruleplane.sock"
+conflist="$lab/ruleplane-lab.conflist"
+agent_pid=""
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+in_node() { ip netns exec "$node" "$@"; }
+cnirun() {
+  in_node "$repo/tools/cnirun" --conflist "$conflist" --cni-path "$plugin_dir:/usr/lib/cni" \
+    --cache-dir "$lab/cache" "$@"
+}
+
+cleanup() {
+  set +e
+  [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
+  for i in $(seq 1 "$pods"); do
+    ip netns pids "rp-lab-pod$i-$id" 2>/dev/null | xargs -r kill 2>/dev/null
+    ip netns del "rp-lab-pod$i-$id" 2>/dev/null
+  done
+  ip netns pids "$node" 2>/dev/null | xargs -r kill 2>/dev/null
+  ip netns del "$node" 2>/dev/null
+  ip netns del "$outside" 2>/dev/null
+  rm -rf "$lab"
+}
+trap cleanup EXIT INT TERM
+
+say "namespaces: node $node, outside $outside, $pods pods"
+ip netns add "$node"
+ip netns add "$outside"
+in_node ip link set lo up
+ip -n "$outside" link set lo up
+ip link add rpl-out-$id type veth peer name rpl-node-$id
+ip link set rpl-node-$id netns "$node"
+ip link set rpl-out-$id netns "$outside"
+in_node ip link set rpl-node-$id name eth-out
+ip -n "$outside" link set rpl-out-$id name eth0
+in_node ip addr add 192.168.77.1/24 dev eth-out
+ip -n "$outside" addr add 192.168.77.2/24 dev eth0
+in_node ip link set eth-out up
+ip -n "$outside" link set eth0 up
+in_node sysctl -qw net.ipv4.ip_forward=1
+
+say "start ruleplane-agent in the node namespace"
+mkdir -p "$lab/run" "$lab/state"
+in_node "$agent" --socket="$sock" --state_dir="$lab/state" --metrics_address=127.0.0.1:9464 \
+  >"$lab/agent.log" 2>&1 &
+agent_pid=$!
+for _ in $(seq 50); do in_node "$ctl" --socket="$sock" health >/dev/null 2>&1 && break; sleep 0.1; done
+in_node "$ctl" --socket="$sock" health
+
+cat >"$conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "ruleplane-lab",
+  "plugins": [
+    {"type": "bridge", "bridge": "rp0", "isGateway": true, "ipMasq": false,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/24"}]],
+              "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$lab/ipam"}},
+    {"type": "ruleplane", "socket": "$sock", "timeout": "2s",
+     "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+
+say "CNI ADD for $pods pods through bridge + host-local + ruleplane"
+declare -a ips
+for i in $(seq 1 "$pods"); do
+  ns="rp-lab-pod$i-$id"
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  pm=$(printf '[{"hostPort": %d, "containerPort": 80, "protocol": "tcp"}]' $((8080 + i)))
+  result=$(cnirun --args "K8S_POD_NAMESPACE=lab;K8S_POD_NAME=web-$i;K8S_POD_UID=uid-$i" \
+    --port-mappings "$pm" add "pod$i-$id" "/run/netns/$ns" eth0)
+  ips[$i]=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])' <<<"$result")
+  echo "pod$i: ${ips[$i]}  hostPort $((8080 + i)) -> :80"
+  # A tiny web server in the pod that says who it is.
+  mkdir -p "$lab/www$i" && echo "hello from web-$i (${ips[$i]})" >"$lab/www$i/index.html"
+  ip netns exec "$ns" python3 -m http.server 80 --bind 0.0.0.0 --directory "$lab/www$i" >/dev/null 2>&1 &
+done
+sleep 0.5
+
+say "the agent's view"
+in_node "$ctl" --socket="$sock" status
+in_node "$ctl" --socket="$sock" attachments
+
+say "pod1 -> pod2 over the bridge"
+ip netns exec "rp-lab-pod1-$id" ping -c 2 -W 1 "${ips[2]}"
+
+say "outside -> node hostPort -> pod (DNAT through the hostport map)"
+for i in $(seq 1 "$pods"); do
+  ip netns exec "$outside" curl -s --max-time 3 "http://192.168.77.1:$((8080 + i))/"
+done
+
+say "CNI CHECK pod1, then DEL pod1 twice (second time like a runtime retry), then GC"
+cnirun check "pod1-$id" "/run/netns/rp-lab-pod1-$id" eth0 && echo "CHECK ok"
+cnirun del "pod1-$id" "/run/netns/rp-lab-pod1-$id" eth0 && echo "DEL ok"
+cnirun del "pod1-$id" "" eth0 && echo "DEL again ok"
+if ip netns exec "$outside" curl -s --max-time 2 "http://192.168.77.1:8081/" >/dev/null; then
+  echo "unexpected: hostPort 8081 still answers after DEL" >&2; exit 1
+else
+  echo "hostPort 8081 no longer answers (rules removed)"
+fi
+
+say "transactions (every commit, its queue wait and netlink round trip)"
+in_node "$ctl" --socket="$sock" txns
+say "the agent's table as read back from the kernel"
+in_node nft list table inet ruleplane
+say "metrics (excerpt)"
+in_node curl -s 127.0.0.1:9464/metrics | grep -E '^ruleplane_(txn_commits_total|txn_queue_depth|attachments|nft_elements)'
+say "lab done; cleaning up"
