@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -275,15 +276,25 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "ruleplane-agent: the node dataplane agent. One transaction queue commits every rule change "
       "as an atomic nftables batch.");
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
+  // The public flag names are dashed (--state-dir, --metrics-address);
+  // absl flags are identifiers, so accept both spellings by normalising.
+  std::vector<std::string> args(argv, argv + argc);
+  for (size_t i = 1; i < args.size(); ++i) {
+    std::string& arg = args[i];
     if (arg == "--") break;
     size_t start = arg.find_first_not_of('-');
     if (start == 0 || start == std::string::npos) continue;
-    std::string name = arg.substr(start, arg.find('=') == std::string::npos ? std::string::npos : arg.find('=') - start);
+    size_t end = std::min(arg.find('='), arg.size());
+    std::replace(arg.begin() + static_cast<long>(start), arg.begin() + static_cast<long>(end), '-', '_');
+    std::string name = arg.substr(start, end - start);
     if (name.rfind("no", 0) == 0 && absl::FindCommandLineFlag(name.substr(2)) != nullptr) name = name.substr(2);
     ruleplane::GivenFlags().insert(name);
   }
+  std::vector<char*> argv2;
+  for (std::string& a : args) argv2.push_back(a.data());
+  argc = static_cast<int>(argv2.size());
+  argv2.push_back(nullptr);
+  argv = argv2.data();
   absl::ParseCommandLine(argc, argv);
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
