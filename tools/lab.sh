@@ -92,7 +92,7 @@ for i in $(seq 1 "$pods"); do
   ip netns add "$ns"
   ip -n "$ns" link set lo up
   pm=$(printf '[{"hostPort": %d, "containerPort": 80, "protocol": "tcp"}]' $((8080 + i)))
-  result=$(cnirun --args "K8S_POD_NAMESPACE=lab;K8S_POD_NAME=web-$i;K8S_POD_UID=uid-$i" \
+  result=$(cnirun --args "IgnoreUnknown=1;K8S_POD_NAMESPACE=lab;K8S_POD_NAME=web-$i;K8S_POD_UID=uid-$i" \
     --port-mappings "$pm" add "pod$i-$id" "/run/netns/$ns" eth0)
   ips[$i]=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])' <<<"$result")
   echo "pod$i: ${ips[$i]}  hostPort $((8080 + i)) -> :80"

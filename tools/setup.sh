@@ -21,7 +21,7 @@ packages=(
   # BPF objects: clang/llvm compile, bpftool generates skeletons
   clang llvm bpftool
   # CLIs used only by tests, the demo lab and benchmarks (never by the product)
-  nftables iptables iproute2 containernetworking-plugins iperf3 curl
+  nftables iptables iproute2 iputils-ping containernetworking-plugins iperf3 curl
   procps util-linux psmisc libcap2-bin python3 python3-yaml
 )
 

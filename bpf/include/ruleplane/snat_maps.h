@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Map layouts of the tc SNAT program (bpf/snat.bpf.c), shared with the C++
+ * loader in agent/kernel/bpf. C-compatible, fixed-width types, every padding
+ * byte spelled out (hash keys are compared bytewise, so BPF zeroes them and so
+ * must userspace). agent/kernel/bpf/snat_abi.h static_asserts sizes and
+ * offsets on the C++ side.
+ *
+ * Byte order: every address and port below is in network byte order, exactly
+ * as it appears in the packet. Only the load-time rodata config
+ * (port_min/port_max) is in host order.
+ *
+ * These layouts are an ABI with maps pinned by a previous agent: changing a
+ * key/value size or a map's max_entries makes the restarted agent refuse the
+ * pinned map (libbpf checks compatibility on reuse). Add fields only in a new
+ * map, or by consuming explicit padding.
+ */
+#ifndef RULEPLANE_SNAT_MAPS_H
+#define RULEPLANE_SNAT_MAPS_H
+
+#include <linux/types.h>
+
+/* Capacities (max_entries). Part of the pinned-map ABI, see above. */
+#define RP_SNAT_MAX_EGRESS_ADDRS 8
+#define RP_SNAT_MAX_PODS 16384
+#define RP_SNAT_MAX_EXCLUSIONS 1024
+#define RP_SNAT_MAX_FLOWS 65536
+#define RP_SNAT_MAX_FRAGS 8192
+/* Upper bound for the max_retries rodata knob (the verifier needs a constant
+ * loop bound). */
+#define RP_SNAT_MAX_RETRIES 32
+
+/* ruleplane_pods: value bits. */
+#define RP_POD_F_SNAT 0x1
+
+/* ruleplane_eaddr: rp_egress_addr.flags bits. */
+/* Keep translating existing flows, but allocate no new ports here. */
+#define RP_EGRESS_F_DRAINING 0x1
+
+/* ruleplane_frag: rp_frag_key.dir values. */
+#define RP_DIR_EGRESS 1
+#define RP_DIR_INGRESS 2
+
+/* ruleplane_excl (LPM trie) key: destinations that are never translated. */
+struct rp_lpm4_key {
+	__u32 prefixlen; /* host order, 0..32 (LPM trie ABI) */
+	__be32 addr;
+};
+
+/*
+ * ruleplane_nat (LRU hash), forward direction: the flow as the pod sent it.
+ * For ICMP echo, sport is the echo identifier and dport is 0.
+ */
+struct rp_nat_key {
+	__be32 saddr;    /* pod address */
+	__be32 daddr;    /* remote address */
+	__be16 sport;    /* pod port / ICMP echo id */
+	__be16 dport;    /* remote port / 0 */
+	__u8 proto;      /* IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP */
+	__u8 pad[3];
+};
+
+struct rp_nat_val {
+	__be32 egress_addr;
+	__be16 egress_port; /* or translated ICMP echo id */
+	__u8 egress_idx;    /* slot in ruleplane_eaddr at allocation time */
+	__u8 pad;
+};
+
+/*
+ * ruleplane_rnat (LRU hash), reverse direction: the reply as it arrives on the
+ * egress address. An entry is the claim on (egress addr, egress port) towards
+ * one remote endpoint: the port allocator inserts it with BPF_NOEXIST, so two
+ * flows can never own the same tuple.
+ */
+struct rp_rnat_key {
+	__be32 egress_addr;
+	__be32 remote_addr;
+	__be16 egress_port; /* or translated ICMP echo id */
+	__be16 remote_port; /* 0 for ICMP */
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct rp_rnat_val {
+	__be32 pod_addr;
+	__be16 pod_port; /* or original ICMP echo id */
+	__u8 pad[2];
+};
+
+/* ruleplane_eaddr (array, RP_SNAT_MAX_EGRESS_ADDRS slots). */
+struct rp_egress_addr {
+	__be32 addr;
+	__u32 flags; /* RP_EGRESS_F_* */
+};
+
+/*
+ * ruleplane_cfg (array, one slot). Slots [0, egress_count) of ruleplane_eaddr
+ * are live, tried in slot order. Userspace writes the slots first and the
+ * count last, so BPF never sees a live slot that is not written yet.
+ */
+struct rp_snat_cfg {
+	__u32 egress_count;
+	__u32 reserved; /* must be 0 */
+};
+
+/* ruleplane_estat (per-CPU array, one slot per egress address). */
+struct rp_egress_stats {
+	__u64 allocs;     /* mappings allocated on this address */
+	__u64 collisions; /* ports tried that another flow already held */
+	__u64 exhausted;  /* allocations that gave up on this address */
+};
+
+/*
+ * ruleplane_frag (LRU hash): where the rest of a fragmented datagram goes.
+ * Written when a first fragment (MF set, offset 0) is translated; non-first
+ * fragments carry no L4 header and only get their address rewritten.
+ */
+struct rp_frag_key {
+	__be32 saddr; /* as on the wire before translation */
+	__be32 daddr;
+	__be16 id;    /* IPv4 identification */
+	__u8 proto;
+	__u8 dir;     /* RP_DIR_* */
+};
+
+struct rp_frag_val {
+	__be32 addr;  /* new saddr (egress) or new daddr (ingress) */
+	__u32 pad;
+};
+
+#endif /* RULEPLANE_SNAT_MAPS_H */

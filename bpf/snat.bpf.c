@@ -1,0 +1,865 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * tc SNAT for pod egress IPv4 (the BPF half of ruleplane's SNAT backend).
+ *
+ * Both programs attach to the node's egress interface:
+ *  - snat_egress (tc egress): a packet from a known pod address to a
+ *    destination that is neither excluded nor one of our egress addresses gets
+ *    its source rewritten to (egress address, allocated port).
+ *  - snat_ingress (tc ingress): a reply to (egress address, allocated port)
+ *    gets its destination rewritten back to the pod, including the embedded
+ *    header of ICMP errors (so PMTU discovery keeps working for pods).
+ *
+ * TCP, UDP and ICMP echo (the identifier plays the port) are translated.
+ * IPv6 and everything that is not ours is passed untouched with
+ * TC_ACT_UNSPEC, so filters behind ours still see it.
+ *
+ * Mapping is endpoint-dependent: a port is claimed per (egress address,
+ * remote address, remote port, proto) by inserting the reverse entry with
+ * BPF_NOEXIST, so one port serves many remotes. Ports are picked from a random
+ * start ("fully random", like NF_NAT_RANGE_PROTO_RANDOM_FULLY) and probed
+ * linearly for at most max_retries ports per egress address; when one address
+ * has no free port the next one is tried (RP_FAILOVER), when none has we drop
+ * (RP_DROP_NO_PORT). State lives in LRU maps without timeouts: the LRU evicts
+ * the least recently used flows under pressure.
+ *
+ * The port range must not overlap the node's ip_local_port_range (or must be
+ * listed in ip_local_reserved_ports) when an egress address is also the node's
+ * own address: otherwise a host socket and a pod flow can pick the same tuple
+ * and the host's replies would be sent into the pod.
+ *
+ * Every key, value and constant layout lives in bpf/include/ruleplane/; the
+ * agent fills the maps (agent/kernel/bpf/snat_program.h).
+ */
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "ruleplane/reasons.h"
+#include "ruleplane/snat_maps.h"
+
+/*
+ * Load-time configuration (rodata, frozen at load, so the verifier sees the
+ * values as constants). The loader validates them; the program still guards
+ * the combinations it cannot survive.
+ */
+const volatile __u16 port_min = 61000;
+const volatile __u16 port_max = 65535;
+/* Ports probed per egress address before failing over, <= RP_SNAT_MAX_RETRIES. */
+const volatile __u32 max_retries = RP_SNAT_MAX_RETRIES;
+/* Bytes in front of the IPv4 header: ETH_HLEN, or 0 on L3 devices (wg, ipip). */
+const volatile __u32 l2_hdr_len = ETH_HLEN;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, RP_SNAT_MAX_PODS);
+	__type(key, __be32);
+	__type(value, __u8); /* RP_POD_F_* */
+} ruleplane_pods SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, RP_SNAT_MAX_EXCLUSIONS);
+	/* LPM tries must be created without preallocation. */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct rp_lpm4_key);
+	__type(value, __u8);
+} ruleplane_excl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RP_SNAT_MAX_EGRESS_ADDRS);
+	__type(key, __u32);
+	__type(value, struct rp_egress_addr);
+} ruleplane_eaddr SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rp_snat_cfg);
+} ruleplane_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, RP_SNAT_MAX_FLOWS);
+	__type(key, struct rp_nat_key);
+	__type(value, struct rp_nat_val);
+} ruleplane_nat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, RP_SNAT_MAX_FLOWS);
+	__type(key, struct rp_rnat_key);
+	__type(value, struct rp_rnat_val);
+} ruleplane_rnat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, RP_SNAT_MAX_FRAGS);
+	__type(key, struct rp_frag_key);
+	__type(value, struct rp_frag_val);
+} ruleplane_frag SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RP_REASON_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} ruleplane_rsn SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RP_SNAT_MAX_EGRESS_ADDRS);
+	__type(key, __u32);
+	__type(value, struct rp_egress_stats);
+} ruleplane_estat SEC(".maps");
+
+/*
+ * ICMP header and types (RFC 792). <linux/icmp.h> drags in <linux/if.h> and
+ * thereby glibc's <sys/socket.h>, which a -target bpf build cannot include.
+ */
+struct rp_icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be16 id;  /* echo identifier; unused for errors */
+	__be16 seq; /* echo sequence; unused for errors */
+};
+
+#define RP_ICMP_ECHOREPLY 0
+#define RP_ICMP_DEST_UNREACH 3
+#define RP_ICMP_ECHO 8
+#define RP_ICMP_TIME_EXCEEDED 11
+#define RP_ICMP_PARAMETERPROB 12
+
+/* IPv4 frag_off bits (host order); the uapi headers do not export them. */
+#define RP_IP_MF 0x2000
+#define RP_IP_OFFSET 0x1fff
+
+/*
+ * Largest L2 header we accept, and thereby the largest L3/L4 offsets. Packet
+ * pointer arithmetic needs a bounded offset, and these bounds let the verifier
+ * prove data + off stays inside MAX_PACKET_OFF.
+ */
+#define RP_MAX_L2_LEN 64
+#define RP_MAX_L4_OFF (RP_MAX_L2_LEN + 60)
+
+enum rp_frag {
+	RP_FRAG_NONE = 0,
+	RP_FRAG_FIRST, /* MF set, offset 0: carries the L4 header */
+	RP_FRAG_LATER, /* offset != 0: no L4 header */
+};
+
+enum rp_parse {
+	RP_PARSE_OK = 0,
+	RP_PARSE_SKIP,        /* not IPv4: not ours */
+	RP_PARSE_BAD,         /* truncated or inconsistent headers */
+	RP_PARSE_UNSUPPORTED, /* an L4 protocol or ICMP type we do not handle */
+};
+
+/* The fields of one IPv4 packet the programs work with. */
+struct rp_pkt {
+	__u32 l3_off;
+	__u32 l4_off;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport; /* or ICMP echo id */
+	__be16 dport; /* 0 for ICMP */
+	__be16 ip_id;
+	__u8 proto;
+	__u8 frag;    /* enum rp_frag */
+	__u8 icmp_type;
+};
+
+static __always_inline void rp_count(__u32 reason)
+{
+	__u64 *c = bpf_map_lookup_elem(&ruleplane_rsn, &reason);
+
+	/* NULL only for an out-of-range index; the verifier insists. */
+	if (c)
+		*c += 1;
+}
+
+/*
+ * Direct packet access only sees the linear part of an skb, and GRO/GSO
+ * packets may keep even their headers in page frags. Pull the first @len
+ * bytes into the linear area if they are not there yet. Invalidates every
+ * packet pointer, so callers reload data/data_end afterwards.
+ */
+static __always_inline int rp_pull(struct __sk_buff *skb, __u32 len)
+{
+	if ((void *)(long)skb->data + len <= (void *)(long)skb->data_end)
+		return 0;
+	if (len > skb->len)
+		return -1;
+	return bpf_skb_pull_data(skb, len);
+}
+
+static __always_inline int rp_parse_l3(struct __sk_buff *skb, struct rp_pkt *p)
+{
+	void *data, *data_end;
+	struct iphdr *iph;
+	__u32 l3_off = l2_hdr_len;
+	__u16 frag_off;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return RP_PARSE_SKIP;
+	/* Known constant at verification time; the bound documents the contract. */
+	if (l3_off > RP_MAX_L2_LEN)
+		return RP_PARSE_SKIP;
+	if (rp_pull(skb, l3_off + sizeof(*iph)))
+		return RP_PARSE_BAD;
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	iph = data + l3_off;
+	/* Bounds check for the verifier: the fixed IPv4 header is linear. */
+	if ((void *)(iph + 1) > data_end)
+		return RP_PARSE_BAD;
+	if (iph->version != 4 || iph->ihl < 5)
+		return RP_PARSE_BAD;
+
+	p->l3_off = l3_off;
+	p->l4_off = l3_off + iph->ihl * 4;
+	p->saddr = iph->saddr;
+	p->daddr = iph->daddr;
+	p->proto = iph->protocol;
+	p->ip_id = iph->id;
+	frag_off = bpf_ntohs(iph->frag_off);
+	if (frag_off & RP_IP_OFFSET)
+		p->frag = RP_FRAG_LATER;
+	else if (frag_off & RP_IP_MF)
+		p->frag = RP_FRAG_FIRST;
+	else
+		p->frag = RP_FRAG_NONE;
+	return RP_PARSE_OK;
+}
+
+/*
+ * Fills sport/dport (or the ICMP type and echo id) for a packet that carries
+ * an L4 header. Which ICMP types are translated is the caller's decision.
+ */
+static __always_inline int rp_parse_l4(struct __sk_buff *skb, struct rp_pkt *p)
+{
+	void *data, *data_end;
+	/*
+	 * Reload and re-bound: the verifier does not always keep the bounds of
+	 * a 32-bit value spilled into the rp_pkt on the stack.
+	 */
+	__u32 l4_off = p->l4_off;
+	__u32 need;
+	__u8 *l4;
+
+	if (l4_off > RP_MAX_L4_OFF)
+		return RP_PARSE_BAD;
+	switch (p->proto) {
+	case IPPROTO_TCP:
+		need = sizeof(struct tcphdr);
+		break;
+	case IPPROTO_UDP:
+		need = sizeof(struct udphdr);
+		break;
+	case IPPROTO_ICMP:
+		need = sizeof(struct rp_icmphdr);
+		break;
+	default:
+		return RP_PARSE_UNSUPPORTED;
+	}
+	if (rp_pull(skb, l4_off + need))
+		return RP_PARSE_BAD;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+
+	/*
+	 * rp_pull() succeeding means the whole L4 header (@need bytes) is in
+	 * the skb. Reading only needs the first 8 bytes, which hold the ports
+	 * of TCP and UDP and the type and echo id of ICMP. One fixed-size
+	 * check for all three also keeps clang from merging the TCP and UDP
+	 * loads into a path the verifier cannot follow.
+	 */
+	l4 = data + l4_off;
+	/* Bounds check for the verifier (rp_pull made it true). */
+	if ((void *)(l4 + 8) > data_end)
+		return RP_PARSE_BAD;
+	if (p->proto == IPPROTO_ICMP) {
+		p->icmp_type = l4[0];
+		p->sport = *(__be16 *)(l4 + offsetof(struct rp_icmphdr, id));
+		p->dport = 0;
+	} else {
+		/* source and dest open both tcphdr and udphdr */
+		p->sport = *(__be16 *)(l4 + offsetof(struct udphdr, source));
+		p->dport = *(__be16 *)(l4 + offsetof(struct udphdr, dest));
+	}
+	return RP_PARSE_OK;
+}
+
+/* Offset of the L4 checksum field and the csum-helper flags for @proto. */
+static __always_inline int rp_l4_csum(__u8 proto, __u32 l4_off, __u32 *off,
+				      __u64 *flags, bool *pseudo)
+{
+	switch (proto) {
+	case IPPROTO_TCP:
+		*off = l4_off + offsetof(struct tcphdr, check);
+		*flags = 0;
+		*pseudo = true;
+		return 0;
+	case IPPROTO_UDP:
+		*off = l4_off + offsetof(struct udphdr, check);
+		/*
+		 * A zero UDP checksum means "none" and must stay zero; a
+		 * computed zero must be sent as 0xffff (RFC 768).
+		 */
+		*flags = BPF_F_MARK_MANGLED_0;
+		*pseudo = true;
+		return 0;
+	case IPPROTO_ICMP:
+		*off = l4_off + offsetof(struct rp_icmphdr, checksum);
+		*flags = 0;
+		*pseudo = false; /* the ICMP checksum has no pseudo header */
+		return 0;
+	}
+	return -1;
+}
+
+/*
+ * Rewrites the address at @addr_off from @from_addr to @to_addr and, when
+ * @port_off is not 0, the port (or ICMP echo id) at @port_off, keeping the
+ * IPv4 header checksum and (unless @p is a non-first fragment) the L4
+ * checksum valid.
+ *
+ * Bytes are stored without BPF_F_RECOMPUTE_CSUM: each store is balanced by a
+ * checksum field change of opposite sum, and for the pseudo-header part
+ * bpf_l4_csum_replace(BPF_F_PSEUDO_HDR) fixes skb->csum itself, so
+ * CHECKSUM_COMPLETE skbs stay consistent; for CHECKSUM_PARTIAL the helper
+ * only touches the pseudo-header seed (net/core/utils.c,
+ * inet_proto_csum_replace4). A failure leaves the packet half rewritten;
+ * callers must drop it.
+ */
+static __always_inline int rp_rewrite(struct __sk_buff *skb,
+				      const struct rp_pkt *p, __u32 addr_off,
+				      __be32 from_addr, __be32 to_addr,
+				      __u32 port_off, __be16 from_port,
+				      __be16 to_port)
+{
+	__u32 csum_off = 0;
+	__u64 l4_flags = 0;
+	bool pseudo = false;
+	bool l4 = p->frag != RP_FRAG_LATER;
+
+	if (l4 && rp_l4_csum(p->proto, p->l4_off, &csum_off, &l4_flags, &pseudo))
+		return -1;
+
+	if (l4 && pseudo &&
+	    bpf_l4_csum_replace(skb, csum_off, from_addr, to_addr,
+				BPF_F_PSEUDO_HDR | l4_flags | sizeof(to_addr)))
+		return -1;
+	if (l4 && port_off && from_port != to_port) {
+		if (bpf_l4_csum_replace(skb, csum_off, from_port, to_port,
+					l4_flags | sizeof(to_port)))
+			return -1;
+		if (bpf_skb_store_bytes(skb, port_off, &to_port,
+					sizeof(to_port), 0))
+			return -1;
+	}
+	if (bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check),
+				from_addr, to_addr, sizeof(to_addr)))
+		return -1;
+	if (bpf_skb_store_bytes(skb, addr_off, &to_addr, sizeof(to_addr), 0))
+		return -1;
+	return 0;
+}
+
+/* Port (or ICMP echo id) field offset for the L4 header of @p. */
+static __always_inline __u32 rp_sport_off(const struct rp_pkt *p)
+{
+	if (p->proto == IPPROTO_ICMP)
+		return p->l4_off + offsetof(struct rp_icmphdr, id);
+	/* source is the first field of both tcphdr and udphdr */
+	return p->l4_off + offsetof(struct tcphdr, source);
+}
+
+static __always_inline __u32 rp_dport_off(const struct rp_pkt *p)
+{
+	if (p->proto == IPPROTO_ICMP)
+		return p->l4_off + offsetof(struct rp_icmphdr, id);
+	/* dest is the second field of both tcphdr and udphdr */
+	return p->l4_off + offsetof(struct tcphdr, dest);
+}
+
+/* True if @daddr must keep the pod source: excluded CIDR or egress address. */
+static __always_inline bool rp_dst_excluded(__be32 daddr)
+{
+	struct rp_lpm4_key lk = { .prefixlen = 32, .addr = daddr };
+	struct rp_snat_cfg *cfg;
+	__u32 zero = 0, idx, count;
+
+	if (bpf_map_lookup_elem(&ruleplane_excl, &lk))
+		return true;
+
+	cfg = bpf_map_lookup_elem(&ruleplane_cfg, &zero);
+	/* An array lookup at index 0 cannot fail; the verifier insists. */
+	if (!cfg)
+		return false;
+	count = cfg->egress_count;
+	for (idx = 0; idx < RP_SNAT_MAX_EGRESS_ADDRS; idx++) {
+		struct rp_egress_addr *ea;
+
+		if (idx >= count)
+			break;
+		ea = bpf_map_lookup_elem(&ruleplane_eaddr, &idx);
+		/* In range by the loop bound; NULL check for the verifier. */
+		if (ea && ea->addr == daddr)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Allocates a new (egress address, port) for the flow @fk and claims it by
+ * inserting the reverse entry. Returns 0 with @out filled, or the drop
+ * reason.
+ */
+static __always_inline __u32 rp_snat_alloc(const struct rp_nat_key *fk,
+					   struct rp_nat_val *out)
+{
+	struct rp_rnat_key rk = {
+		.remote_addr = fk->daddr,
+		.remote_port = fk->dport,
+		.proto = fk->proto,
+	};
+	struct rp_rnat_val rv = {
+		.pod_addr = fk->saddr,
+		.pod_port = fk->sport,
+	};
+	struct rp_snat_cfg *cfg;
+	__u32 zero = 0, idx, count, range;
+	bool tried = false, failed_over = false;
+
+	cfg = bpf_map_lookup_elem(&ruleplane_cfg, &zero);
+	/* An array lookup at index 0 cannot fail; the verifier insists. */
+	if (!cfg)
+		return RP_DROP_NO_EGRESS_ADDR;
+	count = cfg->egress_count;
+	if (port_max < port_min)
+		return RP_DROP_NO_PORT;
+	/* 1..65536: computed in 32 bits so the full range does not wrap. */
+	range = (__u32)port_max - port_min + 1;
+
+	for (idx = 0; idx < RP_SNAT_MAX_EGRESS_ADDRS; idx++) {
+		struct rp_egress_addr *ea;
+		struct rp_egress_stats *st;
+		__be32 eaddr;
+		__u32 i, start;
+
+		if (idx >= count)
+			break;
+		ea = bpf_map_lookup_elem(&ruleplane_eaddr, &idx);
+		/* In range by the loop bound; NULL check for the verifier. */
+		if (!ea)
+			break;
+		/* Read once: userspace may rewrite the slot concurrently. */
+		eaddr = ea->addr;
+		if (!eaddr || (ea->flags & RP_EGRESS_F_DRAINING))
+			continue;
+		tried = true;
+		st = bpf_map_lookup_elem(&ruleplane_estat, &idx);
+		rk.egress_addr = eaddr;
+
+		start = bpf_get_prandom_u32();
+		for (i = 0; i < RP_SNAT_MAX_RETRIES; i++) {
+			/* A range smaller than max_retries is fully probed. */
+			if (i >= max_retries || i >= range)
+				break;
+			rk.egress_port = bpf_htons(port_min + (start + i) % range);
+			/*
+			 * The claim: BPF_NOEXIST is atomic under the bucket
+			 * lock, so of two flows racing for a tuple one wins.
+			 */
+			if (!bpf_map_update_elem(&ruleplane_rnat, &rk, &rv,
+						 BPF_NOEXIST)) {
+				out->egress_addr = eaddr;
+				out->egress_port = rk.egress_port;
+				out->egress_idx = idx;
+				out->pad = 0;
+				if (st)
+					st->allocs++;
+				if (failed_over)
+					rp_count(RP_FAILOVER);
+				return 0;
+			}
+			if (st)
+				st->collisions++;
+		}
+		if (st)
+			st->exhausted++;
+		failed_over = true;
+	}
+	return tried ? RP_DROP_NO_PORT : RP_DROP_NO_EGRESS_ADDR;
+}
+
+/*
+ * Finds or creates the translation of the flow @fk. Returns 0 with @out
+ * filled, or the drop reason.
+ *
+ * The two halves live in separate LRU maps and may be evicted separately:
+ * a forward hit is only trusted when the reverse entry still points back at
+ * this flow. A lost reverse half is re-claimed; a port that another flow
+ * claimed in the meantime makes the forward entry stale.
+ */
+static __always_inline __u32 rp_snat_lookup(const struct rp_nat_key *fk,
+					    struct rp_nat_val *out)
+{
+	struct rp_rnat_val back = { .pod_addr = fk->saddr, .pod_port = fk->sport };
+	struct rp_rnat_key rk = {};
+	struct rp_rnat_val *rv;
+	struct rp_nat_val *fv;
+	__u32 reason;
+
+	fv = bpf_map_lookup_elem(&ruleplane_nat, fk);
+	if (fv) {
+		*out = *fv; /* copy: another CPU may replace the entry */
+		rk.egress_addr = out->egress_addr;
+		rk.remote_addr = fk->daddr;
+		rk.egress_port = out->egress_port;
+		rk.remote_port = fk->dport;
+		rk.proto = fk->proto;
+		rv = bpf_map_lookup_elem(&ruleplane_rnat, &rk);
+		if (rv && rv->pod_addr == fk->saddr && rv->pod_port == fk->sport)
+			return 0;
+		if (!rv && !bpf_map_update_elem(&ruleplane_rnat, &rk, &back,
+						BPF_NOEXIST))
+			return 0;
+		rp_count(RP_NAT_STALE);
+		bpf_map_delete_elem(&ruleplane_nat, fk);
+	}
+
+	reason = rp_snat_alloc(fk, out);
+	if (reason)
+		return reason;
+
+	if (bpf_map_update_elem(&ruleplane_nat, fk, out, BPF_NOEXIST)) {
+		/*
+		 * Another CPU translated the first packet of this flow at the
+		 * same time: give our port back and use its mapping.
+		 */
+		rk.egress_addr = out->egress_addr;
+		rk.remote_addr = fk->daddr;
+		rk.egress_port = out->egress_port;
+		rk.remote_port = fk->dport;
+		rk.proto = fk->proto;
+		bpf_map_delete_elem(&ruleplane_rnat, &rk);
+		fv = bpf_map_lookup_elem(&ruleplane_nat, fk);
+		if (!fv)
+			return RP_DROP_NO_PORT;
+		*out = *fv;
+		return 0;
+	}
+	rp_count(RP_NAT_NEW);
+	return 0;
+}
+
+static __always_inline void rp_frag_record(const struct rp_pkt *p, __u8 dir,
+					   __be32 new_addr)
+{
+	struct rp_frag_key fk = {
+		.saddr = p->saddr,
+		.daddr = p->daddr,
+		.id = p->ip_id,
+		.proto = p->proto,
+		.dir = dir,
+	};
+	struct rp_frag_val fv = { .addr = new_addr };
+
+	/* Best effort: a lost record drops (egress) or passes (ingress) the
+	 * remaining fragments, which the reasons counters show. */
+	bpf_map_update_elem(&ruleplane_frag, &fk, &fv, BPF_ANY);
+}
+
+static __always_inline struct rp_frag_val *rp_frag_find(const struct rp_pkt *p,
+							__u8 dir)
+{
+	struct rp_frag_key fk = {
+		.saddr = p->saddr,
+		.daddr = p->daddr,
+		.id = p->ip_id,
+		.proto = p->proto,
+		.dir = dir,
+	};
+
+	return bpf_map_lookup_elem(&ruleplane_frag, &fk);
+}
+
+SEC("tc")
+int snat_egress(struct __sk_buff *skb)
+{
+	struct rp_pkt p = {};
+	struct rp_nat_key fk = {};
+	struct rp_nat_val nv = {};
+	struct rp_frag_val *frv;
+	__u8 *pod;
+	__u32 reason;
+	int ret;
+
+	ret = rp_parse_l3(skb, &p);
+	if (ret != RP_PARSE_OK)
+		/* Not IPv4, or an IPv4 header the stack will reject itself. */
+		return TC_ACT_UNSPEC;
+
+	pod = bpf_map_lookup_elem(&ruleplane_pods, &p.saddr);
+	if (!pod || !(*pod & RP_POD_F_SNAT)) {
+		rp_count(RP_PASS_NOT_POD);
+		return TC_ACT_UNSPEC;
+	}
+	if (rp_dst_excluded(p.daddr)) {
+		rp_count(RP_PASS_EXCLUDED);
+		return TC_ACT_UNSPEC;
+	}
+
+	if (p.frag == RP_FRAG_LATER) {
+		__be32 to;
+
+		frv = rp_frag_find(&p, RP_DIR_EGRESS);
+		if (!frv) {
+			rp_count(RP_DROP_FRAGMENT);
+			return TC_ACT_SHOT;
+		}
+		to = frv->addr;
+		if (rp_rewrite(skb, &p, p.l3_off + offsetof(struct iphdr, saddr),
+			       p.saddr, to, 0, 0, 0)) {
+			rp_count(RP_DROP_CSUM);
+			return TC_ACT_SHOT;
+		}
+		rp_count(RP_XLATE_EGRESS);
+		return TC_ACT_OK;
+	}
+
+	ret = rp_parse_l4(skb, &p);
+	if (ret == RP_PARSE_BAD) {
+		rp_count(RP_DROP_MALFORMED);
+		return TC_ACT_SHOT;
+	}
+	/*
+	 * Only echo requests start an ICMP flow. Echo replies and ICMP errors
+	 * from pods would need their own translation; dropping them beats
+	 * leaking the pod address.
+	 */
+	if (ret == RP_PARSE_UNSUPPORTED ||
+	    (p.proto == IPPROTO_ICMP && p.icmp_type != RP_ICMP_ECHO)) {
+		rp_count(RP_DROP_UNSUPPORTED_PROTO);
+		return TC_ACT_SHOT;
+	}
+
+	fk.saddr = p.saddr;
+	fk.daddr = p.daddr;
+	fk.sport = p.sport;
+	fk.dport = p.dport;
+	fk.proto = p.proto;
+	reason = rp_snat_lookup(&fk, &nv);
+	if (reason) {
+		rp_count(reason);
+		return TC_ACT_SHOT;
+	}
+
+	if (rp_rewrite(skb, &p, p.l3_off + offsetof(struct iphdr, saddr),
+		       p.saddr, nv.egress_addr, rp_sport_off(&p), p.sport,
+		       nv.egress_port)) {
+		rp_count(RP_DROP_CSUM);
+		return TC_ACT_SHOT;
+	}
+	if (p.frag == RP_FRAG_FIRST)
+		rp_frag_record(&p, RP_DIR_EGRESS, nv.egress_addr);
+	rp_count(RP_XLATE_EGRESS);
+	return TC_ACT_OK;
+}
+
+/*
+ * Ingress ICMP error (destination unreachable, time exceeded, parameter
+ * problem) about a packet we translated: its embedded header reads
+ * (egress addr:port -> remote). Restore the pod in the outer destination and
+ * the inner source so the pod's socket sees the error (PMTU discovery needs
+ * "fragmentation needed" to arrive).
+ *
+ * Checksums: the outer address is covered by the outer IPv4 checksum only;
+ * the inner address change is balanced by the inner IPv4 checksum change,
+ * so the ICMP checksum only absorbs the inner port change. The embedded L4
+ * checksum is left alone: it may be truncated, and receivers match errors
+ * by addresses and ports without verifying it.
+ */
+static __always_inline int rp_ingress_icmp_error(struct __sk_buff *skb,
+						 struct rp_pkt *p)
+{
+	struct rp_rnat_key rk = {};
+	struct rp_rnat_val *rv;
+	struct iphdr *inner;
+	void *data, *data_end;
+	__u32 inner_l3, inner_l4, port_off;
+	__be32 pod_addr;
+	__be16 inner_port, pod_port;
+	__u8 *l4;
+	__u32 l4_off = p->l4_off;
+
+	/* Re-bound for the verifier, see rp_parse_l4. */
+	if (l4_off > RP_MAX_L4_OFF)
+		return TC_ACT_UNSPEC;
+	inner_l3 = l4_off + sizeof(struct rp_icmphdr);
+	if (rp_pull(skb, inner_l3 + sizeof(struct iphdr)))
+		return TC_ACT_UNSPEC;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	inner = data + inner_l3;
+	/* Bounds check for the verifier: the inner fixed header is linear. */
+	if ((void *)(inner + 1) > data_end)
+		return TC_ACT_UNSPEC;
+	if (inner->version != 4 || inner->ihl < 5 || inner->saddr != p->daddr)
+		return TC_ACT_UNSPEC;
+	rk.egress_addr = inner->saddr;
+	rk.remote_addr = inner->daddr;
+	rk.proto = inner->protocol;
+	inner_l4 = inner_l3 + inner->ihl * 4;
+
+	/* RFC 792 guarantees 8 bytes of the original L4 header. */
+	if (rp_pull(skb, inner_l4 + 8))
+		return TC_ACT_UNSPEC;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	l4 = data + inner_l4;
+	/* Bounds check for the verifier: 8 bytes of inner L4 are linear. */
+	if ((void *)(l4 + 8) > data_end)
+		return TC_ACT_UNSPEC;
+	if (rk.proto == IPPROTO_TCP || rk.proto == IPPROTO_UDP) {
+		/* Both headers start with source, dest. */
+		rk.egress_port = *(__be16 *)l4;
+		rk.remote_port = *(__be16 *)(l4 + 2);
+		port_off = inner_l4;
+	} else if (rk.proto == IPPROTO_ICMP && l4[0] == RP_ICMP_ECHO) {
+		rk.egress_port = *(__be16 *)(l4 + offsetof(struct rp_icmphdr, id));
+		rk.remote_port = 0;
+		port_off = inner_l4 + offsetof(struct rp_icmphdr, id);
+	} else {
+		return TC_ACT_UNSPEC;
+	}
+
+	rv = bpf_map_lookup_elem(&ruleplane_rnat, &rk);
+	if (!rv) {
+		rp_count(RP_PASS_NO_STATE);
+		return TC_ACT_UNSPEC;
+	}
+	pod_addr = rv->pod_addr;
+	pod_port = rv->pod_port;
+	inner_port = rk.egress_port;
+
+	/* Inner header first, then the outer destination. */
+	if (bpf_l3_csum_replace(skb, inner_l3 + offsetof(struct iphdr, check),
+				rk.egress_addr, pod_addr, sizeof(pod_addr)) ||
+	    bpf_skb_store_bytes(skb, inner_l3 + offsetof(struct iphdr, saddr),
+				&pod_addr, sizeof(pod_addr), 0) ||
+	    bpf_l4_csum_replace(skb, l4_off + offsetof(struct rp_icmphdr, checksum),
+				inner_port, pod_port, sizeof(pod_port)) ||
+	    bpf_skb_store_bytes(skb, port_off, &pod_port, sizeof(pod_port), 0) ||
+	    bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check),
+				p->daddr, pod_addr, sizeof(pod_addr)) ||
+	    bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct iphdr, daddr),
+				&pod_addr, sizeof(pod_addr), 0)) {
+		rp_count(RP_DROP_CSUM);
+		return TC_ACT_SHOT;
+	}
+	rp_count(RP_XLATE_INGRESS);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int snat_ingress(struct __sk_buff *skb)
+{
+	struct rp_rnat_key rk = {};
+	struct rp_rnat_val *rv;
+	struct rp_frag_val *frv;
+	struct rp_pkt p = {};
+	__be32 pod_addr;
+	__be16 pod_port;
+	int ret;
+
+	ret = rp_parse_l3(skb, &p);
+	if (ret != RP_PARSE_OK)
+		return TC_ACT_UNSPEC;
+
+	if (p.frag == RP_FRAG_LATER) {
+		__be32 to;
+
+		frv = rp_frag_find(&p, RP_DIR_INGRESS);
+		if (!frv) {
+			/* Not ours, or it overtook its first fragment. */
+			rp_count(RP_PASS_FRAGMENT);
+			return TC_ACT_UNSPEC;
+		}
+		to = frv->addr;
+		if (rp_rewrite(skb, &p, p.l3_off + offsetof(struct iphdr, daddr),
+			       p.daddr, to, 0, 0, 0)) {
+			rp_count(RP_DROP_CSUM);
+			return TC_ACT_SHOT;
+		}
+		rp_count(RP_XLATE_INGRESS);
+		return TC_ACT_OK;
+	}
+
+	ret = rp_parse_l4(skb, &p);
+	if (ret != RP_PARSE_OK)
+		/* Host traffic we cannot parse is the host stack's business. */
+		return TC_ACT_UNSPEC;
+
+	if (p.proto == IPPROTO_ICMP) {
+		switch (p.icmp_type) {
+		case RP_ICMP_ECHOREPLY:
+			break;
+		case RP_ICMP_DEST_UNREACH:
+		case RP_ICMP_TIME_EXCEEDED:
+		case RP_ICMP_PARAMETERPROB:
+			if (p.frag != RP_FRAG_NONE)
+				return TC_ACT_UNSPEC;
+			return rp_ingress_icmp_error(skb, &p);
+		default:
+			return TC_ACT_UNSPEC;
+		}
+	}
+
+	rk.egress_addr = p.daddr;
+	rk.remote_addr = p.saddr;
+	rk.egress_port = p.dport;
+	rk.remote_port = p.sport;
+	if (p.proto == IPPROTO_ICMP) {
+		/* The reply carries our translated id in the same field. */
+		rk.egress_port = p.sport;
+		rk.remote_port = 0;
+	}
+	rk.proto = p.proto;
+	rv = bpf_map_lookup_elem(&ruleplane_rnat, &rk);
+	if (!rv) {
+		rp_count(RP_PASS_NO_STATE);
+		return TC_ACT_UNSPEC;
+	}
+	pod_addr = rv->pod_addr;
+	pod_port = rv->pod_port;
+
+	if (rp_rewrite(skb, &p, p.l3_off + offsetof(struct iphdr, daddr),
+		       p.daddr, pod_addr, rp_dport_off(&p), rk.egress_port,
+		       pod_port)) {
+		rp_count(RP_DROP_CSUM);
+		return TC_ACT_SHOT;
+	}
+	if (p.frag == RP_FRAG_FIRST)
+		rp_frag_record(&p, RP_DIR_INGRESS, pod_addr);
+	rp_count(RP_XLATE_INGRESS);
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,765 @@
+// bpf tier: the real snat skeleton, loaded through SnatProgram, driven with
+// BPF_PROG_TEST_RUN. Needs CAP_BPF + CAP_NET_ADMIN (root); the pinning and tc
+// suites also need CAP_SYS_ADMIN (private bpffs mount, private netns).
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/pkt_cls.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "agent/kernel/bpf/snat_program.h"
+#include "gtest/gtest.h"
+#include "test/bpf/harness.h"
+#include "test/bpf/packet.h"
+
+#define RP_TEST_CONCAT_INNER_(a, b) a##b
+#define RP_TEST_CONCAT_(a, b) RP_TEST_CONCAT_INNER_(a, b)
+#define ASSERT_OK(expr)                            \
+  do {                                             \
+    const absl::Status rp_status_ = (expr);        \
+    ASSERT_TRUE(rp_status_.ok()) << rp_status_;    \
+  } while (false)
+#define EXPECT_OK(expr)                            \
+  do {                                             \
+    const absl::Status rp_status_ = (expr);        \
+    EXPECT_TRUE(rp_status_.ok()) << rp_status_;    \
+  } while (false)
+#define ASSERT_OK_AND_ASSIGN(lhs, expr) \
+  RP_TEST_AOA_IMPL_(RP_TEST_CONCAT_(rp_statusor_, __LINE__), lhs, expr)
+#define RP_TEST_AOA_IMPL_(var, lhs, expr)        \
+  auto var = (expr);                             \
+  ASSERT_TRUE(var.ok()) << var.status();         \
+  lhs = std::move(var).value()
+
+namespace ruleplane::testing {
+namespace {
+
+using kernel::bpf::EgressAddress;
+using kernel::bpf::EgressUsage;
+using kernel::bpf::Ipv4Prefix;
+using kernel::bpf::kRuleplaneTcFilter;
+using kernel::bpf::ReasonCounters;
+using kernel::bpf::SnatConfig;
+using kernel::bpf::SnatProgram;
+using kernel::bpf::SnatProgramOptions;
+using kernel::bpf::TcHook;
+
+constexpr Ipv4Addr kPod = Ipv4Addr::FromOctets(10, 244, 1, 5);
+constexpr Ipv4Addr kPod2 = Ipv4Addr::FromOctets(10, 244, 1, 6);
+constexpr Ipv4Addr kStranger = Ipv4Addr::FromOctets(10, 244, 9, 9);  // not in ruleplane_pods
+constexpr Ipv4Addr kRemote = Ipv4Addr::FromOctets(203, 0, 113, 7);
+constexpr Ipv4Addr kRemote2 = Ipv4Addr::FromOctets(203, 0, 113, 8);
+constexpr Ipv4Addr kEgress1 = Ipv4Addr::FromOctets(192, 0, 2, 10);
+constexpr Ipv4Addr kEgress2 = Ipv4Addr::FromOctets(192, 0, 2, 11);
+constexpr Ipv4Addr kServiceIp = Ipv4Addr::FromOctets(10, 96, 0, 10);  // inside the excluded 10.96.0.0/12
+constexpr Ipv4Addr kRouter = Ipv4Addr::FromOctets(198, 51, 100, 1);
+
+// Frame offsets (Ethernet + 20-byte IPv4 header).
+constexpr size_t kIpCsumOff = 14 + 10;
+constexpr size_t kSaddrOff = 14 + 12;
+constexpr size_t kDaddrOff = 14 + 16;
+constexpr size_t kL4Off = 14 + 20;
+
+rp_nat_key NatKey(Ipv4Addr pod, uint16_t pod_port, Ipv4Addr remote, uint16_t remote_port, uint8_t proto) {
+  rp_nat_key k{};
+  k.saddr = pod.network_order();
+  k.daddr = remote.network_order();
+  k.sport = htons(pod_port);
+  k.dport = htons(remote_port);
+  k.proto = proto;
+  return k;
+}
+
+rp_rnat_key ReverseKey(Ipv4Addr egress, uint16_t egress_port, Ipv4Addr remote, uint16_t remote_port, uint8_t proto) {
+  rp_rnat_key k{};
+  k.egress_addr = egress.network_order();
+  k.remote_addr = remote.network_order();
+  k.egress_port = htons(egress_port);
+  k.remote_port = htons(remote_port);
+  k.proto = proto;
+  return k;
+}
+
+// Byte offsets where `a` and `b` differ (same length expected).
+std::set<size_t> Diff(const Bytes& a, const Bytes& b) {
+  std::set<size_t> out;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    if (a[i] != b[i]) out.insert(i);
+  }
+  return out;
+}
+
+// Offsets [from, from + n).
+std::set<size_t> Range(size_t from, size_t n) {
+  std::set<size_t> s;
+  for (size_t i = 0; i < n; ++i) s.insert(from + i);
+  return s;
+}
+
+std::set<size_t> Union(std::initializer_list<std::set<size_t>> sets) {
+  std::set<size_t> out;
+  for (const auto& s : sets) out.insert(s.begin(), s.end());
+  return out;
+}
+
+bool IsSubset(const std::set<size_t>& sub, const std::set<size_t>& super) {
+  return std::includes(super.begin(), super.end(), sub.begin(), sub.end());
+}
+
+class PrivilegedBpfSnatTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::string why = MissingBpfPrivileges(); !why.empty()) GTEST_SKIP() << why;
+    Load(SnatConfig{}, {kEgress1});
+  }
+
+  // A fresh, unpinned program: pods kPod and kPod2, exclusion 10.96.0.0/12,
+  // the given egress addresses.
+  void Load(const SnatConfig& config, const std::vector<Ipv4Addr>& egress) {
+    prog_.reset();
+    SnatProgramOptions options;
+    options.config = config;
+    options.pin_dir = "";
+    ASSERT_OK_AND_ASSIGN(prog_, SnatProgram::Create(options));
+    ASSERT_OK(prog_->ReplacePodAddresses({kPod, kPod2}));
+    ASSERT_OK(prog_->ReplaceExclusions({*Ipv4Prefix::Parse("10.96.0.0/12")}));
+    std::vector<EgressAddress> addrs;
+    for (Ipv4Addr a : egress) addrs.push_back(EgressAddress{a, false});
+    ASSERT_OK(prog_->SetEgressAddresses(addrs));
+  }
+
+  TcRun Egress(const Bytes& frame) { return Run(prog_->egress_prog_fd(), frame); }
+  TcRun Ingress(const Bytes& frame) { return Run(prog_->ingress_prog_fd(), frame); }
+
+  uint64_t Count(rp_reason reason) {
+    auto counters = prog_->ReadReasonCounters();
+    EXPECT_TRUE(counters.ok()) << counters.status();
+    return counters.ok() ? (*counters)[reason] : ~uint64_t{0};
+  }
+
+  std::unique_ptr<SnatProgram> prog_;
+
+ private:
+  static TcRun Run(int fd, const Bytes& frame) {
+    auto run = RunTc(fd, frame);
+    EXPECT_TRUE(run.ok()) << run.status();
+    return run.ok() ? *run : TcRun{-1000, {}};
+  }
+};
+
+// A pod's TCP SYN leaves with the egress address and a port from the range,
+// only the source fields and checksums change, and both checksums are valid.
+TEST_F(PrivilegedBpfSnatTest, EgressTcpRewritesSourceToEgressAddressAndPort) {
+  const Bytes in = BuildTcp(kPod, 40000, kRemote, 443, Text("hello"));
+  const TcRun run = Egress(in);
+  ASSERT_EQ(run.verdict, TC_ACT_OK);
+  ASSERT_EQ(run.out.size(), in.size());
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(run.out));
+  EXPECT_EQ(p.src, kEgress1);
+  EXPECT_EQ(p.dst, kRemote);
+  EXPECT_GE(p.sport, 61000);
+  EXPECT_LE(p.sport, 65535);
+  EXPECT_EQ(p.dport, 443);
+  EXPECT_TRUE(p.ip_checksum_ok);
+  EXPECT_TRUE(p.l4_checksum_ok);
+  EXPECT_EQ(p.l4_payload, Text("hello"));
+  EXPECT_TRUE(IsSubset(Diff(in, run.out),
+                       Union({Range(kIpCsumOff, 2), Range(kSaddrOff, 4), Range(kL4Off, 2), Range(kL4Off + 16, 2)})));
+
+  ASSERT_OK_AND_ASSIGN(const auto fwd, prog_->LookupNat(NatKey(kPod, 40000, kRemote, 443, kProtoTcp)));
+  ASSERT_TRUE(fwd.has_value());
+  EXPECT_EQ(fwd->egress_addr, kEgress1.network_order());
+  EXPECT_EQ(ntohs(fwd->egress_port), p.sport);
+  EXPECT_EQ(fwd->egress_idx, 0);
+  ASSERT_OK_AND_ASSIGN(const auto rev, prog_->LookupReverseNat(ReverseKey(kEgress1, p.sport, kRemote, 443, kProtoTcp)));
+  ASSERT_TRUE(rev.has_value());
+  EXPECT_EQ(rev->pod_addr, kPod.network_order());
+  EXPECT_EQ(ntohs(rev->pod_port), 40000);
+  EXPECT_EQ(Count(RP_XLATE_EGRESS), 1u);
+  EXPECT_EQ(Count(RP_NAT_NEW), 1u);
+}
+
+// The remote's reply to (egress address, port) is delivered back to the pod's
+// address and port with valid checksums.
+TEST_F(PrivilegedBpfSnatTest, IngressReplyRestoresPodAddressAndPort) {
+  const TcRun out = Egress(BuildTcp(kPod, 40000, kRemote, 443));
+  ASSERT_EQ(out.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket sent, ParseFrame(out.out));
+
+  const Bytes reply = BuildTcp(kRemote, 443, kEgress1, sent.sport, Text("world"), kTcpSyn | kTcpAck);
+  const TcRun in = Ingress(reply);
+  ASSERT_EQ(in.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(in.out));
+  EXPECT_EQ(p.src, kRemote);
+  EXPECT_EQ(p.dst, kPod);
+  EXPECT_EQ(p.sport, 443);
+  EXPECT_EQ(p.dport, 40000);
+  EXPECT_TRUE(p.ip_checksum_ok);
+  EXPECT_TRUE(p.l4_checksum_ok);
+  EXPECT_EQ(p.l4_payload, Text("world"));
+  EXPECT_TRUE(IsSubset(Diff(reply, in.out), Union({Range(kIpCsumOff, 2), Range(kDaddrOff, 4), Range(kL4Off + 2, 2),
+                                                   Range(kL4Off + 16, 2)})));
+  EXPECT_EQ(Count(RP_XLATE_INGRESS), 1u);
+}
+
+// UDP is translated both ways with valid checksums.
+TEST_F(PrivilegedBpfSnatTest, UdpIsTranslatedBothWays) {
+  const TcRun out = Egress(BuildUdp(kPod, 5353, kRemote, 53, Text("query")));
+  ASSERT_EQ(out.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket sent, ParseFrame(out.out));
+  EXPECT_EQ(sent.src, kEgress1);
+  EXPECT_NE(sent.l4_checksum, 0);
+  EXPECT_TRUE(sent.ip_checksum_ok);
+  EXPECT_TRUE(sent.l4_checksum_ok);
+
+  const TcRun in = Ingress(BuildUdp(kRemote, 53, kEgress1, sent.sport, Text("answer")));
+  ASSERT_EQ(in.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(in.out));
+  EXPECT_EQ(p.dst, kPod);
+  EXPECT_EQ(p.dport, 5353);
+  EXPECT_TRUE(p.ip_checksum_ok);
+  EXPECT_TRUE(p.l4_checksum_ok);
+  EXPECT_EQ(p.l4_payload, Text("answer"));
+}
+
+// A UDP datagram sent without checksum (0) keeps "no checksum" both ways
+// instead of getting a bogus incremental update.
+TEST_F(PrivilegedBpfSnatTest, UdpZeroChecksumStaysZero) {
+  const TcRun out = Egress(BuildUdp(kPod, 5353, kRemote, 53, Text("query"), /*zero_checksum=*/true));
+  ASSERT_EQ(out.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket sent, ParseFrame(out.out));
+  EXPECT_EQ(sent.src, kEgress1);
+  EXPECT_EQ(sent.l4_checksum, 0);
+  EXPECT_TRUE(sent.ip_checksum_ok);
+
+  const TcRun in = Ingress(BuildUdp(kRemote, 53, kEgress1, sent.sport, Text("answer"), /*zero_checksum=*/true));
+  ASSERT_EQ(in.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(in.out));
+  EXPECT_EQ(p.dst, kPod);
+  EXPECT_EQ(p.dport, 5353);
+  EXPECT_EQ(p.l4_checksum, 0);
+  EXPECT_TRUE(p.ip_checksum_ok);
+}
+
+// ICMP echo uses the identifier as the port: the request leaves with a
+// translated id and the reply comes back with the pod's id.
+TEST_F(PrivilegedBpfSnatTest, IcmpEchoTranslatesIdentifier) {
+  const TcRun out = Egress(BuildIcmpEcho(kPod, kRemote, kIcmpEchoRequest, 0x4242, 1, Text("ping")));
+  ASSERT_EQ(out.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket sent, ParseFrame(out.out));
+  EXPECT_EQ(sent.src, kEgress1);
+  EXPECT_EQ(sent.icmp_type, kIcmpEchoRequest);
+  EXPECT_GE(sent.icmp_id, 61000);
+  EXPECT_TRUE(sent.ip_checksum_ok);
+  EXPECT_TRUE(sent.l4_checksum_ok);
+  EXPECT_EQ(sent.l4_payload, Text("ping"));
+
+  const TcRun in = Ingress(BuildIcmpEcho(kRemote, kEgress1, kIcmpEchoReply, sent.icmp_id, 1, Text("ping")));
+  ASSERT_EQ(in.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(in.out));
+  EXPECT_EQ(p.dst, kPod);
+  EXPECT_EQ(p.icmp_id, 0x4242);
+  EXPECT_TRUE(p.ip_checksum_ok);
+  EXPECT_TRUE(p.l4_checksum_ok);
+}
+
+// Traffic to an excluded CIDR, or to one of our own egress addresses, keeps
+// the pod source and is handed on untouched.
+TEST_F(PrivilegedBpfSnatTest, ExcludedDestinationIsUntouched) {
+  const Bytes to_service = BuildTcp(kPod, 40000, kServiceIp, 80);
+  const TcRun run = Egress(to_service);
+  EXPECT_EQ(run.verdict, TC_ACT_UNSPEC);
+  EXPECT_EQ(run.out, to_service);
+
+  const Bytes to_node = BuildTcp(kPod, 40000, kEgress1, 10250);
+  const TcRun run2 = Egress(to_node);
+  EXPECT_EQ(run2.verdict, TC_ACT_UNSPEC);
+  EXPECT_EQ(run2.out, to_node);
+  EXPECT_EQ(Count(RP_PASS_EXCLUDED), 2u);
+  EXPECT_EQ(Count(RP_NAT_NEW), 0u);
+}
+
+// A source that is not a known pod address (the node itself, hostNetwork
+// pods) is handed on untouched.
+TEST_F(PrivilegedBpfSnatTest, NonPodSourceIsUntouched) {
+  const Bytes in = BuildTcp(kStranger, 40000, kRemote, 443);
+  const TcRun run = Egress(in);
+  EXPECT_EQ(run.verdict, TC_ACT_UNSPEC);
+  EXPECT_EQ(run.out, in);
+  EXPECT_EQ(Count(RP_PASS_NOT_POD), 1u);
+  EXPECT_EQ(Count(RP_XLATE_EGRESS), 0u);
+}
+
+// IPv6 is not ours on either hook.
+TEST_F(PrivilegedBpfSnatTest, Ipv6PassesUntouched) {
+  const Bytes in = BuildIpv6Udp(5353, 53);
+  const TcRun out = Egress(in);
+  EXPECT_EQ(out.verdict, TC_ACT_UNSPEC);
+  EXPECT_EQ(out.out, in);
+  const TcRun back = Ingress(in);
+  EXPECT_EQ(back.verdict, TC_ACT_UNSPEC);
+  EXPECT_EQ(back.out, in);
+  ASSERT_OK_AND_ASSIGN(const ReasonCounters counters, prog_->ReadReasonCounters());
+  for (uint64_t c : counters) EXPECT_EQ(c, 0u);
+}
+
+// Ingress traffic to the egress address without NAT state (the host's own
+// connections) is handed to the host untouched.
+TEST_F(PrivilegedBpfSnatTest, IngressWithoutStateIsUntouched) {
+  const Bytes in = BuildTcp(kRemote, 443, kEgress1, 61000, {}, kTcpAck);
+  const TcRun run = Ingress(in);
+  EXPECT_EQ(run.verdict, TC_ACT_UNSPEC);
+  EXPECT_EQ(run.out, in);
+  EXPECT_EQ(Count(RP_PASS_NO_STATE), 1u);
+}
+
+// Packets of one flow keep their translation; another flow to the same remote
+// endpoint needs, and gets, another port.
+TEST_F(PrivilegedBpfSnatTest, SameFlowReusesTranslation) {
+  const Bytes syn = BuildTcp(kPod, 40000, kRemote, 443);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket first, ParseFrame(Egress(syn).out));
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket again, ParseFrame(Egress(BuildTcp(kPod, 40000, kRemote, 443, Text("data"),
+                                                                              kTcpAck)).out));
+  EXPECT_EQ(again.src, first.src);
+  EXPECT_EQ(again.sport, first.sport);
+  EXPECT_EQ(Count(RP_NAT_NEW), 1u);
+  EXPECT_EQ(Count(RP_XLATE_EGRESS), 2u);
+
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket other, ParseFrame(Egress(BuildTcp(kPod2, 40000, kRemote, 443)).out));
+  EXPECT_EQ(other.src, kEgress1);
+  EXPECT_NE(other.sport, first.sport);
+  EXPECT_EQ(Count(RP_NAT_NEW), 2u);
+}
+
+// With a 2-port range and two egress addresses, flows 3 and 4 to the same
+// remote endpoint fail over to the second address (counted), flow 5 is
+// dropped with RP_DROP_NO_PORT, and a flow to another remote still fits on
+// the first address (the mapping is endpoint-dependent).
+TEST_F(PrivilegedBpfSnatTest, ExhaustionFailsOverThenDrops) {
+  SnatConfig config;
+  config.port_min = 40000;
+  config.port_max = 40001;
+  Load(config, {kEgress1, kEgress2});
+
+  std::vector<ParsedPacket> sent;
+  for (uint16_t sport = 1001; sport <= 1004; ++sport) {
+    const TcRun run = Egress(BuildTcp(kPod, sport, kRemote, 443));
+    ASSERT_EQ(run.verdict, TC_ACT_OK) << "flow from port " << sport;
+    ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(run.out));
+    EXPECT_TRUE(p.ip_checksum_ok);
+    EXPECT_TRUE(p.l4_checksum_ok);
+    sent.push_back(p);
+  }
+  EXPECT_EQ(sent[0].src, kEgress1);
+  EXPECT_EQ(sent[1].src, kEgress1);
+  EXPECT_EQ(sent[2].src, kEgress2);
+  EXPECT_EQ(sent[3].src, kEgress2);
+  const std::set<uint16_t> range = {40000, 40001};
+  EXPECT_EQ((std::set<uint16_t>{sent[0].sport, sent[1].sport}), range);
+  EXPECT_EQ((std::set<uint16_t>{sent[2].sport, sent[3].sport}), range);
+  EXPECT_EQ(Count(RP_FAILOVER), 2u);
+  EXPECT_EQ(Count(RP_DROP_NO_PORT), 0u);
+
+  const TcRun fifth = Egress(BuildTcp(kPod, 1005, kRemote, 443));
+  EXPECT_EQ(fifth.verdict, TC_ACT_SHOT);
+  EXPECT_EQ(Count(RP_DROP_NO_PORT), 1u);
+  EXPECT_EQ(Count(RP_FAILOVER), 2u);
+
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket elsewhere, ParseFrame(Egress(BuildTcp(kPod, 1005, kRemote2, 443)).out));
+  EXPECT_EQ(elsewhere.src, kEgress1);
+
+  ASSERT_OK_AND_ASSIGN(const std::vector<EgressUsage> usage, prog_->ReadEgressUsage());
+  ASSERT_GE(usage.size(), 2u);
+  EXPECT_TRUE(usage[0].live);
+  EXPECT_EQ(usage[0].address.addr, kEgress1);
+  EXPECT_EQ(usage[0].allocs, 3u);     // flows 1, 2 and the one to kRemote2
+  EXPECT_EQ(usage[0].exhausted, 3u);  // flows 3, 4, 5
+  // A 2-port range is probed fully (2 ports), not max_retries times.
+  EXPECT_GE(usage[0].collisions, 6u);
+  EXPECT_LE(usage[0].collisions, 8u);
+  EXPECT_EQ(usage[1].address.addr, kEgress2);
+  EXPECT_EQ(usage[1].allocs, 2u);
+  EXPECT_EQ(usage[1].exhausted, 1u);
+  EXPECT_FALSE(usage[2].live);
+}
+
+// A pod flow with no egress address configured is dropped, not leaked.
+TEST_F(PrivilegedBpfSnatTest, NoEgressAddressDrops) {
+  ASSERT_OK(prog_->SetEgressAddresses({}));
+  const TcRun run = Egress(BuildTcp(kPod, 40000, kRemote, 443));
+  EXPECT_EQ(run.verdict, TC_ACT_SHOT);
+  EXPECT_EQ(Count(RP_DROP_NO_EGRESS_ADDR), 1u);
+}
+
+// A draining egress address gets no new flows but keeps its existing ones.
+TEST_F(PrivilegedBpfSnatTest, DrainingAddressKeepsFlowsButTakesNoNewOnes) {
+  ASSERT_OK(prog_->SetEgressAddresses({{kEgress1, false}, {kEgress2, false}}));
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket before, ParseFrame(Egress(BuildTcp(kPod, 40000, kRemote, 443)).out));
+  ASSERT_EQ(before.src, kEgress1);
+  ASSERT_OK(prog_->SetEgressAddresses({{kEgress1, true}, {kEgress2, false}}));
+
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket old_flow, ParseFrame(Egress(BuildTcp(kPod, 40000, kRemote, 443)).out));
+  EXPECT_EQ(old_flow.src, kEgress1);
+  EXPECT_EQ(old_flow.sport, before.sport);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket new_flow, ParseFrame(Egress(BuildTcp(kPod, 40001, kRemote, 443)).out));
+  EXPECT_EQ(new_flow.src, kEgress2);
+  EXPECT_EQ(Count(RP_FAILOVER), 0u);  // draining is not exhaustion
+}
+
+// Protocols we cannot translate, and ICMP that is not an echo request, are
+// dropped rather than leaving with the pod address.
+TEST_F(PrivilegedBpfSnatTest, UntranslatableTrafficFromPodIsDropped) {
+  EXPECT_EQ(Egress(BuildIpv4(kPod, kRemote, kProtoGre, Text("0123456789abcdef"))).verdict, TC_ACT_SHOT);
+  EXPECT_EQ(Egress(BuildIcmpEcho(kPod, kRemote, kIcmpEchoReply, 7, 1)).verdict, TC_ACT_SHOT);
+  EXPECT_EQ(Count(RP_DROP_UNSUPPORTED_PROTO), 2u);
+}
+
+// A "fragmentation needed" error about a translated UDP flow reaches the pod:
+// outer destination, quoted source address and port are restored and the
+// outer IPv4, quoted IPv4 and ICMP checksums are all valid.
+TEST_F(PrivilegedBpfSnatTest, IcmpErrorForTranslatedFlowReachesPod) {
+  const TcRun out = Egress(BuildUdp(kPod, 5353, kRemote, 53, Text("a large query")));
+  ASSERT_EQ(out.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket sent, ParseFrame(out.out));
+
+  const Bytes error = BuildIcmpError(kRouter, kEgress1, kIcmpDestUnreach, kIcmpFragNeeded, 1280, out.out);
+  const TcRun in = Ingress(error);
+  ASSERT_EQ(in.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(in.out));
+  EXPECT_EQ(p.src, kRouter);
+  EXPECT_EQ(p.dst, kPod);
+  EXPECT_EQ(p.icmp_type, kIcmpDestUnreach);
+  EXPECT_TRUE(p.ip_checksum_ok);
+  EXPECT_TRUE(p.l4_checksum_ok);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket inner, ParseIpv4(p.l4_payload, /*verify_l4=*/false));
+  EXPECT_EQ(inner.src, kPod);
+  EXPECT_EQ(inner.dst, kRemote);
+  EXPECT_EQ(inner.sport, 5353);
+  EXPECT_EQ(inner.dport, 53);
+  EXPECT_TRUE(inner.ip_checksum_ok);
+  EXPECT_EQ(Count(RP_XLATE_INGRESS), 1u);
+
+  // The same error about a flow we never translated is the host's business.
+  const Bytes stray = BuildIcmpError(kRouter, kEgress1, kIcmpDestUnreach, kIcmpFragNeeded, 1280,
+                                     BuildUdp(kEgress1, 33333, kRemote, 53));
+  const TcRun in2 = Ingress(stray);
+  EXPECT_EQ(in2.verdict, TC_ACT_UNSPEC);
+  EXPECT_EQ(in2.out, stray);
+  (void)sent;
+}
+
+// The fragments of a pod's UDP datagram leave with the same translated source
+// as their first fragment, so the far side can reassemble them, and the
+// reassembled datagram's checksum is valid; a stray non-first fragment is
+// dropped instead of leaking the pod address.
+TEST_F(PrivilegedBpfSnatTest, FragmentsFollowTheirFirstFragment) {
+  const Bytes datagram = BuildUdp(kPod, 5353, kRemote, 53, Text("0123456789abcdef0123456789abcdef0123456789"));
+  auto [first, second] = Fragment(datagram, 24);  // UDP header + 16 bytes
+
+  const TcRun out1 = Egress(first);
+  ASSERT_EQ(out1.verdict, TC_ACT_OK);
+  const TcRun out2 = Egress(second);
+  ASSERT_EQ(out2.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket f2, ParseFrame(out2.out));
+  EXPECT_EQ(f2.src, kEgress1);
+  EXPECT_TRUE(f2.ip_checksum_ok);
+
+  ASSERT_OK_AND_ASSIGN(const Bytes whole, Reassemble(out1.out, out2.out));
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(whole));
+  EXPECT_EQ(p.src, kEgress1);
+  EXPECT_GE(p.sport, 61000);
+  EXPECT_TRUE(p.l4_checksum_ok);
+
+  Bytes stray = second;
+  stray[14 + 4] ^= 0xff;  // another IP id: no first fragment seen
+  stray[kIpCsumOff] = 0;
+  stray[kIpCsumOff + 1] = 0;
+  const uint16_t csum = InternetChecksum(absl::MakeConstSpan(stray).subspan(14, 20));
+  stray[kIpCsumOff] = static_cast<uint8_t>(csum >> 8);
+  stray[kIpCsumOff + 1] = static_cast<uint8_t>(csum);
+  EXPECT_EQ(Egress(stray).verdict, TC_ACT_SHOT);
+  EXPECT_EQ(Count(RP_DROP_FRAGMENT), 1u);
+}
+
+// If the LRU evicted only the reverse half of a mapping, the next packet
+// re-claims the same port, so the flow's tuple does not change.
+TEST_F(PrivilegedBpfSnatTest, LostReverseHalfIsReclaimed) {
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket first, ParseFrame(Egress(BuildTcp(kPod, 40000, kRemote, 443)).out));
+  ASSERT_OK_AND_ASSIGN(const UniqueFd rnat, MapFdByName(prog_->egress_prog_fd(), "ruleplane_rnat"));
+  const rp_rnat_key rk = ReverseKey(kEgress1, first.sport, kRemote, 443, kProtoTcp);
+  ASSERT_EQ(bpf_map_delete_elem(rnat.get(), &rk), 0);
+
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket again, ParseFrame(Egress(BuildTcp(kPod, 40000, kRemote, 443)).out));
+  EXPECT_EQ(again.sport, first.sport);
+  ASSERT_OK_AND_ASSIGN(const auto rev, prog_->LookupReverseNat(rk));
+  ASSERT_TRUE(rev.has_value());
+  EXPECT_EQ(rev->pod_addr, kPod.network_order());
+  EXPECT_EQ(Count(RP_NAT_STALE), 0u);
+}
+
+// If another flow took the port after the reverse half was evicted, the old
+// forward entry is stale: the flow gets a new mapping and it is counted.
+TEST_F(PrivilegedBpfSnatTest, ReclaimedPortGivesFlowNewMapping) {
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket first, ParseFrame(Egress(BuildTcp(kPod, 40000, kRemote, 443)).out));
+  ASSERT_OK_AND_ASSIGN(const UniqueFd rnat, MapFdByName(prog_->egress_prog_fd(), "ruleplane_rnat"));
+  const rp_rnat_key rk = ReverseKey(kEgress1, first.sport, kRemote, 443, kProtoTcp);
+  rp_rnat_val thief{};
+  thief.pod_addr = kPod2.network_order();
+  thief.pod_port = htons(50000);
+  ASSERT_EQ(bpf_map_update_elem(rnat.get(), &rk, &thief, BPF_ANY), 0);
+
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket again, ParseFrame(Egress(BuildTcp(kPod, 40000, kRemote, 443)).out));
+  EXPECT_NE(again.sport, first.sport);
+  EXPECT_EQ(Count(RP_NAT_STALE), 1u);
+  EXPECT_EQ(Count(RP_NAT_NEW), 2u);
+  ASSERT_OK_AND_ASSIGN(const auto rev, prog_->LookupReverseNat(rk));
+  ASSERT_TRUE(rev.has_value());
+  EXPECT_EQ(rev->pod_addr, kPod2.network_order());  // the other flow keeps its claim
+}
+
+// The map writers converge the maps to the given sets, canonicalise prefixes
+// and reject what the program cannot represent.
+TEST_F(PrivilegedBpfSnatTest, MapWritersConvergeAndValidate) {
+  ASSERT_OK(prog_->ReplacePodAddresses({kPod2, kStranger}));
+  ASSERT_OK_AND_ASSIGN(const std::vector<Ipv4Addr> pods, prog_->ListPodAddresses());
+  EXPECT_EQ(pods, (std::vector<Ipv4Addr>{kPod2, kStranger}));
+  EXPECT_OK(prog_->DeletePodAddress(kPod));  // absent: idempotent
+
+  ASSERT_OK(prog_->ReplaceExclusions({Ipv4Prefix{kServiceIp, 12}, *Ipv4Prefix::Parse("192.168.0.0/16")}));
+  ASSERT_OK_AND_ASSIGN(const std::vector<Ipv4Prefix> excl, prog_->ListExclusions());
+  EXPECT_EQ(excl, (std::vector<Ipv4Prefix>{*Ipv4Prefix::Parse("10.96.0.0/12"), *Ipv4Prefix::Parse("192.168.0.0/16")}));
+  EXPECT_FALSE(Ipv4Prefix::Parse("10.96.0.10/12").ok());
+
+  std::vector<EgressAddress> nine;
+  for (uint8_t i = 1; i <= 9; ++i) nine.push_back({Ipv4Addr::FromOctets(192, 0, 2, i), false});
+  EXPECT_EQ(prog_->SetEgressAddresses(nine).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(prog_->SetEgressAddresses({{kEgress1, false}, {kEgress1, false}}).code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_OK(prog_->SetEgressAddresses({{kEgress2, false}, {kEgress1, true}}));
+  ASSERT_OK_AND_ASSIGN(const std::vector<EgressAddress> egress, prog_->ListEgressAddresses());
+  EXPECT_EQ(egress, (std::vector<EgressAddress>{{kEgress2, false}, {kEgress1, true}}));
+  ASSERT_OK(prog_->SetEgressAddresses({{kEgress1, false}}));
+  ASSERT_OK_AND_ASSIGN(const std::vector<EgressUsage> usage, prog_->ReadEgressUsage());
+  EXPECT_EQ(usage[0].address.addr, kEgress1);
+  EXPECT_TRUE(usage[1].address.addr.IsUnspecified());  // tail slots cleared
+}
+
+// Bad load-time configuration is refused before anything reaches the kernel.
+TEST(PrivilegedBpfSnatConfigTest, InvalidConfigIsRejected) {
+  SnatProgramOptions options;
+  options.pin_dir = "";
+  options.config.port_min = 2000;
+  options.config.port_max = 1000;
+  EXPECT_EQ(SnatProgram::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+  options.config = SnatConfig{};
+  options.config.max_retries = RP_SNAT_MAX_RETRIES + 1;
+  EXPECT_EQ(SnatProgram::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+  options.config = SnatConfig{};
+  options.config.port_min = 0;
+  EXPECT_EQ(SnatProgram::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+class PrivilegedBpfPinTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::string why = MissingBpfPrivileges(); !why.empty()) GTEST_SKIP() << why;
+    if (std::string why = MissingSysAdmin(); !why.empty()) GTEST_SKIP() << why;
+    ASSERT_OK_AND_ASSIGN(bpffs_, ScopedBpffs::Mount());
+    options_.pin_dir = bpffs_->path() + "/ruleplane";
+  }
+
+  std::unique_ptr<ScopedBpffs> bpffs_;
+  SnatProgramOptions options_;
+};
+
+// An agent restart adopts the pinned maps: configuration, counters and NAT
+// state survive, so an existing flow keeps its port.
+TEST_F(PrivilegedBpfPinTest, NatStateSurvivesReload) {
+  uint16_t port = 0;
+  {
+    ASSERT_OK_AND_ASSIGN(auto prog, SnatProgram::Create(options_));
+    EXPECT_TRUE(prog->reused_maps().empty());
+    ASSERT_OK(prog->ReplacePodAddresses({kPod}));
+    ASSERT_OK(prog->SetEgressAddresses({{kEgress1, false}}));
+    ASSERT_OK_AND_ASSIGN(const TcRun run, RunTc(prog->egress_prog_fd(), BuildTcp(kPod, 40000, kRemote, 443)));
+    ASSERT_EQ(run.verdict, TC_ACT_OK);
+    ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(run.out));
+    port = p.sport;
+    EXPECT_TRUE(std::filesystem::exists(options_.pin_dir + "/ruleplane_nat"));
+  }  // the "old agent" exits; only the pins hold the maps now
+
+  ASSERT_OK_AND_ASSIGN(auto prog, SnatProgram::Create(options_));
+  EXPECT_EQ(prog->reused_maps().size(), 9u);  // every ruleplane_* map
+  ASSERT_OK_AND_ASSIGN(const std::vector<Ipv4Addr> pods, prog->ListPodAddresses());
+  EXPECT_EQ(pods, std::vector<Ipv4Addr>{kPod});
+  ASSERT_OK_AND_ASSIGN(const TcRun run, RunTc(prog->egress_prog_fd(), BuildTcp(kPod, 40000, kRemote, 443)));
+  ASSERT_EQ(run.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(run.out));
+  EXPECT_EQ(p.sport, port);
+  ASSERT_OK_AND_ASSIGN(const ReasonCounters counters, prog->ReadReasonCounters());
+  EXPECT_EQ(counters[RP_NAT_NEW], 1u);
+  EXPECT_EQ(counters[RP_XLATE_EGRESS], 2u);
+
+  ASSERT_OK(prog->UnpinMaps());
+  EXPECT_FALSE(std::filesystem::exists(options_.pin_dir));
+}
+
+// A pinned map whose layout differs from this build is refused with a message
+// naming the pin, instead of being reused with the wrong layout.
+TEST_F(PrivilegedBpfPinTest, PinnedMapWithOtherLayoutIsRefused) {
+  std::filesystem::create_directories(options_.pin_dir);
+  const UniqueFd fd(bpf_map_create(BPF_MAP_TYPE_HASH, "ruleplane_nat", 16, 16, 128, nullptr));
+  ASSERT_TRUE(fd.valid()) << "bpf_map_create: " << errno;
+  const std::string path = options_.pin_dir + "/ruleplane_nat";
+  ASSERT_EQ(bpf_obj_pin(fd.get(), path.c_str()), 0);
+
+  const auto prog = SnatProgram::Create(options_);
+  ASSERT_FALSE(prog.ok());
+  EXPECT_EQ(prog.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(prog.status().message().find(path), absl::string_view::npos) << prog.status();
+  EXPECT_NE(prog.status().message().find("value_size 16 (pinned) != 8"), absl::string_view::npos) << prog.status();
+}
+
+// A pin dir outside bpffs is refused: pins there would not survive anything.
+TEST(PrivilegedBpfPinDirTest, PinDirOutsideBpffsIsRefused) {
+  if (std::string why = MissingBpfPrivileges(); !why.empty()) GTEST_SKIP() << why;
+  SnatProgramOptions options;
+  options.pin_dir = ::testing::TempDir() + "/not-bpffs/ruleplane";
+  const auto prog = SnatProgram::Create(options);
+  EXPECT_EQ(prog.status().code(), absl::StatusCode::kFailedPrecondition) << prog.status();
+}
+
+// Runs `body` on a fresh thread inside a new, private network namespace (the
+// namespace dies with the thread; setns on a thread we own, STYLE.md 6).
+void InPrivateNetns(const std::function<void()>& body) {
+  std::thread t([&body] {
+    if (::unshare(CLONE_NEWNET) != 0) {
+      ADD_FAILURE() << "unshare(CLONE_NEWNET): " << errno;
+      return;
+    }
+    body();
+  });
+  t.join();
+}
+
+bool FilterAttached(int ifindex, bpf_tc_attach_point point, uint32_t* prog_id) {
+  bpf_tc_hook hook{};
+  hook.sz = sizeof(hook);
+  hook.ifindex = ifindex;
+  hook.attach_point = point;
+  bpf_tc_opts opts{};
+  opts.sz = sizeof(opts);
+  opts.handle = kRuleplaneTcFilter.handle;
+  opts.priority = kRuleplaneTcFilter.priority;
+  if (bpf_tc_query(&hook, &opts) != 0) return false;
+  if (prog_id != nullptr) *prog_id = opts.prog_id;
+  return true;
+}
+
+uint32_t ProgId(int fd) {
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
+}
+
+// Creates clsact on `ifindex` like another agent would; true if created.
+bool CreateForeignClsact(int ifindex) {
+  bpf_tc_hook hook{};
+  hook.sz = sizeof(hook);
+  hook.ifindex = ifindex;
+  hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
+  return bpf_tc_hook_create(&hook) == 0;
+}
+
+class PrivilegedBpfTcTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::string why = MissingBpfPrivileges(); !why.empty()) GTEST_SKIP() << why;
+    if (std::string why = MissingSysAdmin(); !why.empty()) GTEST_SKIP() << why;
+    SnatProgramOptions options;
+    options.pin_dir = "";
+    ASSERT_OK_AND_ASSIGN(prog_, SnatProgram::Create(options));
+  }
+  std::unique_ptr<SnatProgram> prog_;
+};
+
+// Attaching creates clsact and both filters in our slot; destroying removes
+// our filters and the qdisc we created.
+TEST_F(PrivilegedBpfTcTest, AttachCreatesAndDestroyRemovesOurQdisc) {
+  InPrivateNetns([this] {
+    auto hook = prog_->AttachToInterface("lo");
+    ASSERT_TRUE(hook.ok()) << hook.status();
+    EXPECT_TRUE(hook->created_qdisc());
+    uint32_t egress_id = 0, ingress_id = 0;
+    ASSERT_TRUE(FilterAttached(hook->ifindex(), BPF_TC_EGRESS, &egress_id));
+    ASSERT_TRUE(FilterAttached(hook->ifindex(), BPF_TC_INGRESS, &ingress_id));
+    EXPECT_EQ(egress_id, ProgId(prog_->egress_prog_fd()));
+    EXPECT_EQ(ingress_id, ProgId(prog_->ingress_prog_fd()));
+
+    // Attaching again (an agent restart) replaces in place.
+    auto again = prog_->AttachToInterface(hook->ifindex());
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_FALSE(again->created_qdisc());
+    again->Release();
+
+    const int ifindex = hook->ifindex();
+    EXPECT_OK(hook->Destroy());
+    EXPECT_FALSE(FilterAttached(ifindex, BPF_TC_EGRESS, nullptr));
+    EXPECT_FALSE(FilterAttached(ifindex, BPF_TC_INGRESS, nullptr));
+    EXPECT_TRUE(CreateForeignClsact(ifindex)) << "our clsact should be gone";
+  });
+}
+
+// On a clsact somebody else created, destroying removes only our filters and
+// leaves their qdisc and their filter alone.
+TEST_F(PrivilegedBpfTcTest, ForeignQdiscAndFiltersSurviveDestroy) {
+  InPrivateNetns([this] {
+    ASSERT_OK_AND_ASSIGN(const int ifindex, kernel::bpf::InterfaceIndex("lo"));
+    ASSERT_TRUE(CreateForeignClsact(ifindex));
+    // Someone else's filter in another slot.
+    bpf_tc_hook foreign_hook{};
+    foreign_hook.sz = sizeof(foreign_hook);
+    foreign_hook.ifindex = ifindex;
+    foreign_hook.attach_point = BPF_TC_EGRESS;
+    bpf_tc_opts foreign{};
+    foreign.sz = sizeof(foreign);
+    foreign.prog_fd = prog_->egress_prog_fd();
+    foreign.handle = 1;
+    foreign.priority = 1;
+    ASSERT_EQ(bpf_tc_attach(&foreign_hook, &foreign), 0);
+
+    {
+      auto hook = prog_->AttachToInterface(ifindex);
+      ASSERT_TRUE(hook.ok()) << hook.status();
+      EXPECT_FALSE(hook->created_qdisc());
+      EXPECT_TRUE(FilterAttached(ifindex, BPF_TC_EGRESS, nullptr));
+    }  // destructor detaches
+
+    EXPECT_FALSE(FilterAttached(ifindex, BPF_TC_EGRESS, nullptr));
+    EXPECT_FALSE(FilterAttached(ifindex, BPF_TC_INGRESS, nullptr));
+    bpf_tc_opts query{};
+    query.sz = sizeof(query);
+    query.handle = 1;
+    query.priority = 1;
+    EXPECT_EQ(bpf_tc_query(&foreign_hook, &query), 0) << "foreign filter was removed";
+    EXPECT_FALSE(CreateForeignClsact(ifindex)) << "foreign clsact was removed";
+  });
+}
+
+// Attaching to an interface that does not exist names it.
+TEST_F(PrivilegedBpfTcTest, MissingInterfaceIsNotFound) {
+  const auto hook = prog_->AttachToInterface("rp-no-such0");
+  EXPECT_FALSE(hook.ok());
+  EXPECT_NE(hook.status().message().find("rp-no-such0"), absl::string_view::npos) << hook.status();
+}
+
+}  // namespace
+}  // namespace ruleplane::testing
