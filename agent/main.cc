@@ -252,9 +252,17 @@ int Main() {
           next->socket() != cfg->socket() || next->metrics_address() != cfg->metrics_address()) {
         LOG(WARNING) << "SIGHUP: table, state_dir, socket and metrics_address take effect on restart";
       }
-      // Reload goes through the queue: a resync re-reads the kernel and
-      // converges with the desired state in one transaction.
-      (*engine)->RequestResync("config reload (SIGHUP)");
+      // Reload goes through the queue: the writer swaps the layout and
+      // converges the kernel in one diff transaction.
+      render::Layout layout = opts.layout;
+      layout.dnat_priority = next->has_dnat_priority() ? next->dnat_priority() : render::kDnatPriority;
+      layout.snat_priority = next->has_snat_priority() ? next->snat_priority() : render::kSnatPriority;
+      if (absl::Status s = (*engine)->Reconfigure(layout); !s.ok()) {
+        LOG(ERROR) << "SIGHUP: reload failed, keeping the running configuration: " << s;
+        continue;
+      }
+      opts.layout = layout;
+      *cfg = *next;
       LOG(INFO) << "SIGHUP: configuration reloaded";
       continue;
     }

@@ -141,14 +141,16 @@ grpc::ServerUnaryReactor* DiagnosticsService::DiffDesiredActual(grpc::CallbackSe
   ctx_->reader()->Post([ctx, reactor, resp](bool cancelled) {
     if (cancelled) return reactor->Finish(ToGrpcStatus(absl::UnavailableError("agent is shutting down")));
     txn::DesiredElements desired;
+    render::BaseRuleset base;
     absl::Status s = ctx->engine()->Inspect([&](const core::DesiredState&, const render::ElementIndex& idx) {
-      for (const render::SetSpec& set : ctx->engine()->base().sets) desired[set.name] = idx.ElementsIn(set.name);
+      base = ctx->engine()->base();  // copied on the writer: Reconfigure() may replace it
+      for (const render::SetSpec& set : base.sets) desired[set.name] = idx.ElementsIn(set.name);
     });
     if (!s.ok()) return reactor->Finish(ToGrpcStatus(s));
     absl::StatusOr<txn::KernelTable> t = ctx->read_port()->Dump(ctx->options().table, NFPROTO_INET);
     if (!t.ok()) return reactor->Finish(ToGrpcStatus(t.status()));
     // The differences are exactly what a resync would commit.
-    std::vector<render::Op> ops = txn::Reconcile(ctx->engine()->base(), desired, *t, nullptr);
+    std::vector<render::Op> ops = txn::Reconcile(base, desired, *t, nullptr);
     for (const render::Op& o : ops) {
       std::string line = render::OpSummary(o);
       if (const auto* a = std::get_if<render::op::AddElements>(&o)) {

@@ -32,7 +32,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options,
 Engine::Engine(EngineOptions options, std::unique_ptr<NftPort> port,
                std::unique_ptr<StateStore> store, metrics::Registry* registry)
     : options_(std::move(options)),
-      base_(render::RenderBase(options_.layout)),
+      layout_(options_.layout),
+      base_(render::RenderBase(layout_)),
       port_(std::move(port)),
       store_(std::move(store)) {
   auto& r = *registry;
@@ -71,7 +72,7 @@ Engine::~Engine() { Stop(); }
 
 render::Plan Engine::MakePlan(std::vector<render::Op> ops) const {
   render::Plan plan;
-  plan.table = options_.layout.table;
+  plan.table = layout_.table;
   plan.family = NFPROTO_INET;
   plan.ops = std::move(ops);
   return plan;
@@ -246,6 +247,34 @@ void Engine::RequestResync(std::string reason) {
 absl::Status Engine::Inspect(
     absl::AnyInvocable<void(const core::DesiredState&, const render::ElementIndex&) &&> fn,
     absl::Duration timeout) {
+  return RunOnWriter([this, fn = std::move(fn)]() mutable { std::move(fn)(state_, index_); }, timeout);
+}
+
+absl::Status Engine::Reconfigure(render::Layout layout, absl::Duration timeout) {
+  if (layout.table != options_.layout.table) {
+    return absl::FailedPreconditionError(absl::StrCat("table: changing \"", options_.layout.table, "\" to \"",
+                                                      layout.table, "\" needs a restart"));
+  }
+  auto result = std::make_shared<absl::Status>();
+  absl::Status queued = RunOnWriter(
+      [this, layout = std::move(layout), result]() mutable {
+        render::Layout previous = layout_;
+        render::BaseRuleset previous_base = std::move(base_);
+        layout_ = std::move(layout);
+        base_ = render::RenderBase(layout_);
+        *result = ResyncNow("reconfigure", "configuration reloaded");
+        if (!result->ok()) {
+          // Keep running with what the kernel still has.
+          layout_ = std::move(previous);
+          base_ = std::move(previous_base);
+        }
+      },
+      timeout);
+  if (!queued.ok()) return queued;
+  return *result;
+}
+
+absl::Status Engine::RunOnWriter(absl::AnyInvocable<void() &&> task, absl::Duration timeout) {
   auto done = std::make_shared<absl::Notification>();
   {
     absl::MutexLock lock(&mu_);
@@ -253,15 +282,15 @@ absl::Status Engine::Inspect(
     Item item;
     item.id = next_item_id_++;
     item.enqueued = absl::Now();
-    item.task = [this, fn = std::move(fn), done]() mutable {
-      std::move(fn)(state_, index_);
+    item.task = [task = std::move(task), done]() mutable {
+      std::move(task)();
       done->Notify();
     };
     pending_.push_back(std::move(item));
     cv_.Signal();
   }
   if (!done->WaitForNotificationWithTimeout(timeout)) {
-    return absl::DeadlineExceededError("engine did not run the inspection in time");
+    return absl::DeadlineExceededError("the writer did not run the task in time");
   }
   return absl::OkStatus();
 }

@@ -115,16 +115,23 @@ class Engine {
   absl::Status Inspect(absl::AnyInvocable<void(const core::DesiredState&, const render::ElementIndex&) &&> fn,
                        absl::Duration timeout = absl::Seconds(10));
 
+  // Applies a new layout (priorities, table flags, later SNAT settings)
+  // through the queue: the writer swaps the base ruleset and converges the
+  // kernel with one diff transaction, ordered after everything queued before.
+  // FailedPrecondition if the table name differs (that needs a restart).
+  absl::Status Reconfigure(render::Layout layout, absl::Duration timeout = absl::Seconds(30));
+
   std::vector<CommitInfo> RecentCommits() const ABSL_LOCKS_EXCLUDED(history_mu_);
   size_t QueueDepth() const ABSL_LOCKS_EXCLUDED(mu_);
   uint64_t drift_repairs() const { return drift_repairs_.load(); }
+  // Writer thread (or inside Inspect) only: Reconfigure() replaces it.
   const render::BaseRuleset& base() const { return base_; }
 
  private:
   struct Item {
     uint64_t id = 0;
     std::optional<core::Mutation> mutation;
-    absl::AnyInvocable<void() &&> task;  // Inspect()
+    absl::AnyInvocable<void() &&> task;  // Inspect(), Reconfigure()
     Done done;
     absl::Time enqueued;
   };
@@ -133,6 +140,7 @@ class Engine {
          metrics::Registry* registry);
 
   void Run();
+  absl::Status RunOnWriter(absl::AnyInvocable<void() &&> task, absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
   void ProcessBatch(std::vector<Item>& items, bool allow_split);
   // Reads the kernel and converges it to the desired state. Writer only.
   absl::Status ResyncNow(const std::string& kind, const std::string& reason);
@@ -144,7 +152,8 @@ class Engine {
                      std::vector<absl::Status>& final_status);
 
   const EngineOptions options_;
-  const render::BaseRuleset base_;
+  render::Layout layout_;
+  render::BaseRuleset base_;
   std::unique_ptr<NftPort> port_;
   std::unique_ptr<StateStore> store_;
 
