@@ -317,15 +317,24 @@ void Engine::Run() {
     std::string resync;
     {
       absl::MutexLock lock(&mu_);
-      auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !pending_.empty() ||
+      // last_full_sync_ is writer state; this lambda runs on the writer.
+      auto periodic_due = [this] {
+        return options_.periodic_resync > absl::ZeroDuration() &&
+               absl::Now() - last_full_sync_ > options_.periodic_resync;
+      };
+      auto has_work = [this, &periodic_due]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !pending_.empty() || periodic_due() ||
                (!resync_reason_.empty() && absl::Now() >= resync_not_before_);
       };
       while (!has_work()) {
         absl::Duration wait = resync_reason_.empty() ? absl::Seconds(1) : resync_not_before_ - absl::Now();
+        if (options_.periodic_resync > absl::ZeroDuration()) {
+          wait = std::min(wait, last_full_sync_ + options_.periodic_resync - absl::Now());
+        }
         cv_.WaitWithTimeout(&mu_, std::max(wait, absl::Milliseconds(1)));
       }
       if (stopping_) return;
+      if (resync_reason_.empty() && periodic_due()) resync_reason_ = "periodic full sync";
       // Take every pending mutation (up to the cap), stopping before an
       // inspection task so it observes exactly the state before it.
       while (!pending_.empty() && batch.size() < options_.max_batch_mutations) {
@@ -367,6 +376,7 @@ absl::Status Engine::ResyncNow(const std::string& kind, const std::string& reaso
   info.reason = reason;
   info.start = absl::Now();
   info.attempts = 1;
+  last_full_sync_ = absl::Now();
   absl::StatusOr<KernelTable> kernel = port_->Dump(options_.layout.table, NFPROTO_INET);
   if (!kernel.ok()) {
     info.status = kernel.status();

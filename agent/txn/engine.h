@@ -50,6 +50,9 @@ struct EngineOptions {
   size_t max_batch_mutations = 20000;
   // Delay before retrying a failed resync.
   absl::Duration resync_retry = absl::Milliseconds(250);
+  // Full read-back-and-converge at least this often, even without events
+  // (catches drift the event socket could not report). 0 disables.
+  absl::Duration periodic_resync = absl::Minutes(10);
   // How many finished commits RecentCommits() keeps.
   size_t history = 256;
 };
@@ -162,6 +165,7 @@ class Engine {
   render::ElementIndex index_;
   uint64_t next_commit_id_ = 1;
   bool snapshot_needed_ = false;
+  absl::Time last_full_sync_ = absl::Now();
 
   mutable absl::Mutex mu_;
   absl::CondVar cv_;

@@ -34,10 +34,11 @@ class EngineTest : public ::testing::Test {
     engine_.reset();
     std::filesystem::remove_all(dir_);
   }
-  void StartEngine() {
+  void StartEngine(absl::Duration periodic_resync = absl::Minutes(10)) {
     engine_.reset();
     EngineOptions opts;
     opts.state_dir = dir_.string();
+    opts.periodic_resync = periodic_resync;
     auto e = Engine::Create(opts, std::make_unique<FakeNftPort>(kernel_), &registry_);
     ASSERT_TRUE(e.ok()) << e.status();
     engine_ = std::move(*e);
@@ -250,6 +251,36 @@ TEST_F(EngineTest, DriftIsRepairedByResync) {
   EXPECT_EQ(kernel_->ElementCount("hostport-v4"), 1u);
   EXPECT_TRUE(kernel_->HasElement("pod-ipv4", Ip("10.0.0.2").bytes()));
   EXPECT_GE(engine_->drift_repairs(), 1u);
+}
+
+TEST_F(EngineTest, PeriodicFullSyncRepairsSilentDrift) {
+  StartEngine(absl::Milliseconds(50));
+  ASSERT_TRUE(engine_->SubmitAndWait(Mutation::Upsert(Pod("a", "10.0.0.2"))).status.ok());
+  {
+    absl::MutexLock l(&kernel_->mu);
+    kernel_->table->sets["pod-ipv4"].elements.clear();  // nobody tells the engine
+  }
+  for (int i = 0; i < 400 && !kernel_->HasElement("pod-ipv4", Ip("10.0.0.2").bytes()); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(kernel_->HasElement("pod-ipv4", Ip("10.0.0.2").bytes()));
+}
+
+TEST_F(EngineTest, ReconfigureMovesChainsInOneTransaction) {
+  StartEngine();
+  ASSERT_TRUE(engine_->SubmitAndWait(Mutation::Upsert(Pod("a", "10.0.0.2", {Tcp(8080, 80)}))).status.ok());
+  render::Layout moved;
+  moved.snat_priority = 120;
+  ASSERT_TRUE(engine_->Reconfigure(moved).ok());
+  absl::MutexLock l(&kernel_->mu);
+  EXPECT_EQ(kernel_->table->chains["nat-postrouting"].base->priority, 120);
+  EXPECT_FALSE(kernel_->table->chains["nat-postrouting"].rules.empty());
+  EXPECT_EQ(kernel_->table->sets["hostport-v4"].elements.size(), 1u) << "elements untouched";
+  render::Layout renamed;
+  renamed.table = "ruleplane-other";
+  kernel_->mu.Unlock();
+  EXPECT_EQ(engine_->Reconfigure(renamed).code(), absl::StatusCode::kFailedPrecondition);
+  kernel_->mu.Lock();
 }
 
 TEST_F(EngineTest, CommitAfterUnnoticedDriftRepairsAndSucceeds) {
