@@ -160,7 +160,9 @@ BatchResult SendBatch(NetlinkSocket& socket, const Batch& batch) {
   const uint32_t expected = batch.message_count();
   std::vector<uint8_t> replies(expected, 0);  // per op message, saturating
   bool batch_failed = false;
-  std::vector<char> buf(kReceiveBufferBytes);
+  // One receive buffer per thread, reused: zero-filling 69 KiB per call
+  // was ~15% of the writer's instructions (callgrind, ruleplane-bench).
+  thread_local std::vector<char> buf(kReceiveBufferBytes);
   const absl::Time late_deadline = absl::Now() + kLateReplyTimeout;
   for (;;) {
     const bool complete = result.acks == expected || batch_failed;

@@ -226,7 +226,9 @@ absl::StatusOr<size_t> NetlinkSocket::Receive(std::vector<char>& buf, absl::Dura
 }
 
 void NetlinkSocket::DiscardPending() {
-  std::vector<char> buf(kReceiveBufferBytes);
+  // One receive buffer per thread, reused: zero-filling 69 KiB per call
+  // was ~15% of the writer's instructions (callgrind, ruleplane-bench).
+  thread_local std::vector<char> buf(kReceiveBufferBytes);
   for (int i = 0; i < 100000; ++i) {
     absl::StatusOr<size_t> n = Receive(buf, absl::ZeroDuration());
     // An error (e.g. a pending ENOBUFS) is consumed by reading it; go on.
@@ -249,7 +251,9 @@ absl::Status NetlinkSocket::Request(nlmsghdr* request, absl::string_view what,
 
   absl::Status callback_status;
   bool interrupted = false;
-  std::vector<char> buf(kReceiveBufferBytes);
+  // One receive buffer per thread, reused: zero-filling 69 KiB per call
+  // was ~15% of the writer's instructions (callgrind, ruleplane-bench).
+  thread_local std::vector<char> buf(kReceiveBufferBytes);
   for (;;) {
     absl::StatusOr<size_t> received = Receive(buf, timeout);
     if (!received.ok()) {
