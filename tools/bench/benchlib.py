@@ -221,7 +221,7 @@ class LockSampler:
         if c is None:
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    c = os.path.basename(f.read().split(b"\0")[0].decode(errors="replace")) or "?"
+                    c = os.path.basename(f.read().split(b"\0")[0].decode(errors="replace")) or "(exited)"
                 with open(f"/proc/{pid}/stat") as f:
                     ppid = int(f.read().rsplit(")", 1)[1].split()[1])
                 with open(f"/proc/{ppid}/comm") as f:
