@@ -12,20 +12,20 @@ sanitizers=1
 bash tools/setup.sh
 jobs=$(nproc)
 
-echo "== build (RelWithDebInfo)"
+echo "== build (RelWithDebInfo) [t=${SECONDS}s]"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"
 
-echo "== tests: unit, privileged, e2e"
+echo "== tests: unit, privileged, bpf, e2e [t=${SECONDS}s]"
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 300
 
 if ((sanitizers)); then
-  echo "== build (ASan + UBSan)"
+  echo "== build (ASan + UBSan) [t=${SECONDS}s]"
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
-    -DRULEPLANE_SANITIZE=address,undefined >/dev/null
+    -DRULEPLANE_SANITIZE=address,undefined -DRULEPLANE_BUILD_BPF=OFF >/dev/null
   cmake --build build-asan -j"$jobs"
-  echo "== tests under ASan + UBSan: unit, privileged"
+  echo "== tests under ASan + UBSan: unit, privileged [t=${SECONDS}s]"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build-asan -L 'unit|privileged' --output-on-failure -j"$jobs" --timeout 600
 fi
-echo "== all test tiers passed"
+echo "== all test tiers passed [t=${SECONDS}s]"
