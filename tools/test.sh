@@ -22,7 +22,7 @@ ctest --test-dir build --output-on-failure -j"$jobs" --timeout 300
 if ((sanitizers)); then
   echo "== build (ASan + UBSan) [t=${SECONDS}s]"
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
-    -DRULEPLANE_SANITIZE=address,undefined -DRULEPLANE_BUILD_BPF=OFF >/dev/null
+    -DRULEPLANE_SANITIZE=address,undefined >/dev/null
   cmake --build build-asan -j"$jobs"
   echo "== tests under ASan + UBSan: unit, privileged [t=${SECONDS}s]"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
