@@ -51,7 +51,9 @@ def bounded_exec(argv, env, stdin=b"", deadline=None, capture=True):
     envlist = {k: v for k, v in env.items() if v is not None}
     t0 = time.monotonic()
     try:
-        pid = os.posix_spawn(argv[0], argv, envlist, file_actions=actions)
+        # Own process group: a censored plugin's children (bridge -> host-local,
+        # portmap -> iptables waiting on the lock) are killed with it.
+        pid = os.posix_spawn(argv[0], argv, envlist, file_actions=actions, setpgroup=0)
     finally:
         os.close(in_r)
         for fd in (out_w, err_w, devnull):
@@ -86,7 +88,10 @@ def bounded_exec(argv, env, stdin=b"", deadline=None, capture=True):
             if not events and deadline is not None and time.monotonic() >= deadline:
                 if not exited:
                     censored = True
-                    os.kill(pid, signal.SIGKILL)
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
                     os.waitpid(pid, 0)
                     t1 = deadline
                     exited = True
@@ -237,34 +242,37 @@ class LockSampler:
             if key is None:
                 key = self._key()
             now = time.monotonic()
-            holder, waiters = None, 0
+            holder, waiter_pids = None, []
             if key is not None:
                 with open("/proc/locks") as f:
                     for line in f:
                         if key not in line:
                             continue
                         parts = line.split()
-                        if "->" in parts:
-                            waiters += 1
+                        # "1: FLOCK ADVISORY WRITE <pid> ..." holds;
+                        # "1: -> FLOCK ADVISORY WRITE <pid> ..." waits.
+                        if parts[1] == "->":
+                            waiter_pids.append(int(parts[5]))
                         else:
                             holder = int(parts[4])
             self.samples += 1
             if self.samples == 1:
                 self.t_first = now
             self.t_last = now
+            waiters = len(waiter_pids)
             if waiters:
                 self.samples_waiting += 1
-                self.waiting.append((now, waiters))
+                self.waiting.append((now, waiters, tuple(self._comm_of(p) for p in waiter_pids)))
             self.max_waiters = max(self.max_waiters, waiters)
             if self._cur and (holder is None or holder != self._cur[0]):
-                pid, comm, start, last = self._cur
-                self.holds.append({"pid": pid, "comm": comm, "start": start, "end": last})
+                pid, comm, start, last, n = self._cur
+                self.holds.append({"pid": pid, "comm": comm, "start": start, "end": last, "samples": n})
                 self._cur = None
             if holder is not None:
                 if self._cur is None:
-                    self._cur = (holder, self._comm_of(holder), now, now)
+                    self._cur = (holder, self._comm_of(holder), now, now, 1)
                 else:
-                    self._cur = (self._cur[0], self._cur[1], self._cur[2], now)
+                    self._cur = (self._cur[0], self._cur[1], self._cur[2], now, self._cur[4] + 1)
             self._stop.wait(self.interval)
 
     def start(self):
@@ -277,12 +285,17 @@ class LockSampler:
         if self._thread:
             self._thread.join()
         if self._cur:
-            pid, comm, start, last = self._cur
-            self.holds.append({"pid": pid, "comm": comm, "start": start, "end": last})
+            pid, comm, start, last, n = self._cur
+            self.holds.append({"pid": pid, "comm": comm, "start": start, "end": last, "samples": n})
             self._cur = None
 
     def window(self, t0, t1):
-        """Summary of holds overlapping [t0, t1], grouped by program."""
+        """Summary of [t0, t1], grouped by program (argv[0] + parent):
+        holds seen, held time estimated as samples x sampling period (a hold
+        seen in one sample counts one period), the longest hold seen
+        (first..last sample, a lower bound), and the time each program spent
+        waiting for the lock, estimated the same way."""
+        period = self.period()
         by = {}
         held = 0.0
         for h in self.holds:
@@ -290,18 +303,23 @@ class LockSampler:
             if e < s:
                 continue
             prog = h["comm"] or "?"
-            d = by.setdefault(prog, {"holds": 0, "held_s": 0.0, "max_hold_s": 0.0})
+            d = by.setdefault(prog, {"holds": 0, "held_s": 0.0, "max_hold_s": 0.0, "waited_s": 0.0})
             d["holds"] += 1
-            d["held_s"] += e - s
+            share = (e - s) / (h["end"] - h["start"]) if h["end"] > h["start"] else 1.0
+            d["held_s"] += h["samples"] * period * share
             d["max_hold_s"] = max(d["max_hold_s"], h["end"] - h["start"])
-            held += e - s
+            held += h["samples"] * period * share
+        w = [x for x in self.waiting if t0 <= x[0] <= t1]
+        for _, _, names in w:
+            for prog in names:
+                d = by.setdefault(prog, {"holds": 0, "held_s": 0.0, "max_hold_s": 0.0, "waited_s": 0.0})
+                d["waited_s"] += period
         span = max(1e-9, t1 - t0)
-        w = [n for t, n in self.waiting if t0 <= t <= t1]
-        return {"span_s": span, "held_fraction": held / span, "by_program": by,
-                "max_waiters": max(w) if w else 0,
+        return {"span_s": span, "held_fraction": min(1.0, held / span), "by_program": by,
+                "max_waiters": max((x[1] for x in w), default=0),
                 # samples with waiters x the mean sampling period
-                "waiting_fraction": len(w) * self.period() / span,
-                "period_s": self.period()}
+                "waiting_fraction": len(w) * period / span,
+                "period_s": period}
 
     def period(self):
         if self.samples < 2:

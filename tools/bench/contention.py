@@ -113,7 +113,12 @@ def worker_main(conflist_path, cni_path, path_env):
                 out["rc"] = r.rc
                 out["error"] = (r.stdout + r.stderr).decode(errors="replace")[-400:]
                 break
-            prev = json.loads(r.stdout)
+            try:
+                prev = json.loads(r.stdout)
+            except ValueError:
+                out["rc"] = -1
+                out["error"] = f"{pl['type']}: undecodable result: {r.stdout[:200]!r}"
+                break
         out["steps"] = steps
         out["t0"] = steps[0]["t0"]
         out["chain_s"] = steps[-1]["t1"] - steps[0]["t0"]
@@ -351,6 +356,13 @@ class Bench:
         except ValueError:
             return {"available": True, "raw": r.stdout[-2000:]}
 
+    def lock_metrics(self, node):
+        """ruleplane_xtables_lock_* from the agent's /metrics, when its lock
+        monitor is wired in (empty list otherwise)."""
+        r = subprocess.run(["ip", "netns", "exec", node, "curl", "-s", "--max-time", "5",
+                            "http://127.0.0.1:9464/metrics"], capture_output=True, text=True)
+        return [l for l in r.stdout.splitlines() if l.startswith("ruleplane_xtables_lock")]
+
     def run_n(self, n, sampler):
         a = self.a
         self.cur_n = n
@@ -387,6 +399,7 @@ class Bench:
         idle, ti0, ti1 = self.run_phase("idle", workers, None)
         run["phases"]["idle"] = self.summarize(idle, ti0, ti1, sampler, None)
         run["phases"]["idle"]["locks_agent"] = self.locks_from_agent(sock)
+        run["phases"]["idle"]["lock_metrics"] = self.lock_metrics(nodes["ruleplane"])
 
         churn = Churn(churn_ns, rules_path, a.max_restores, a.churn_max_s, a.restore_bound)
         churn.start()
@@ -395,6 +408,7 @@ class Bench:
         churn.stop()
         run["phases"]["churn"] = self.summarize(busy, tc0, tc1, sampler, churn)
         run["phases"]["churn"]["locks_agent"] = self.locks_from_agent(sock)
+        run["phases"]["churn"]["lock_metrics"] = self.lock_metrics(nodes["ruleplane"])
         st = subprocess.run([self.ctl_bin, f"--socket={sock}", "--json", "status"], capture_output=True, text=True)
         try:
             run["agent_status"] = json.loads(st.stdout)
@@ -475,12 +489,15 @@ def print_report(res, out=sys.stdout):
                       f"{len(d['errors']):>3} {benchlib.fmt_ms(s.get('p50')):>9} {benchlib.fmt_ms(s.get('p99')):>9} "
                       f"{benchlib.fmt_ms(s.get('max')):>9}   {LAST_PLUGIN[c]:>11} {benchlib.fmt_ms(l.get('p50')):>8} "
                       f"{benchlib.fmt_ms(l.get('p99')):>8}{nr}{lnr}\n")
-        w("  xtables lock holders during churn (from /proc/locks, 5 ms samples):\n")
-        for prog, d in sorted(lk["by_program"].items(), key=lambda kv: -kv[1]["held_s"]):
-            w(f"    {prog[:40]:40} holds {d['holds']:>5}  held {d['held_s']:8.2f} s  longest {d['max_hold_s']:.2f} s\n")
+        w(f"  xtables lock during churn (from /proc/locks, one sample per {1000 * lk['period_s']:.1f} ms):\n")
+        for prog, d in sorted(lk["by_program"].items(), key=lambda kv: -(kv[1]["held_s"] + kv[1]["waited_s"])):
+            w(f"    {prog[:40]:40} holds {d['holds']:>5}  held ~{d['held_s']:7.2f} s  longest {d['max_hold_s']:.2f} s"
+              f"  waited ~{d['waited_s']:7.2f} s\n")
         la = ch.get("locks_agent", {})
         w(f"  agent lock monitor (ruleplanectl locks): "
           f"{'recorded in JSON' if la.get('available') else 'not available: ' + la.get('note', '')[:80]}\n")
+        lm = ch.get("lock_metrics", [])
+        w(f"  agent metrics ruleplane_xtables_lock_*: {len(lm)} series" + (" (in JSON)\n" if lm else "\n"))
     w("\nheadline: p99 under churn / p99 idle (chain exec, first plugin spawn -> last plugin exit)\n"
       "  [/floor: the same ratio divided by the floor chain's, i.e. what is left after the CPU the restores\n"
       "   take from everyone; the floor chain never touches xtables]\n")

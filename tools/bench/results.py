@@ -37,8 +37,20 @@ PACKAGES = ("iptables", "nftables", "containernetworking-plugins", "libnftnl11",
             "libprotobuf32", "libabsl20220623", "python3", "g++")
 
 
+def rel(path):
+    """A command word as the page shows it: repo paths relative, python3."""
+    if path == sys.executable:
+        return "python3"
+    if isinstance(path, str) and path.startswith(REPO + "/"):
+        return path[len(REPO) + 1:]
+    return path
+
+
 def sh(cmd, **kw):
-    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, **kw)
+    except FileNotFoundError:
+        return subprocess.CompletedProcess(cmd, 127, "", "")
 
 
 def machine():
@@ -65,10 +77,20 @@ def machine():
     return m
 
 
-def git_state():
+def git_state(build):
+    """Which source the binaries come from. A build dir configured from a
+    `git archive` export carries the commit in <source>/.commit (clean);
+    otherwise it is this working tree: HEAD plus whatever is uncommitted."""
+    try:
+        with open(os.path.join(build, "CMakeCache.txt")) as f:
+            src = next(l.split("=", 1)[1].strip() for l in f if l.startswith("CMAKE_HOME_DIRECTORY"))
+        with open(os.path.join(src, ".commit")) as f:
+            return {"head": f.read().strip(), "dirty": [], "source": "clean export (git archive)"}
+    except (OSError, StopIteration):
+        pass
     head = sh(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]).stdout.strip()
     dirty = [l[3:] for l in sh(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"]).stdout.splitlines()]
-    return {"head": head, "dirty": dirty}
+    return {"head": head, "dirty": dirty, "source": "working tree"}
 
 
 # ====================================================================== runs
@@ -81,7 +103,8 @@ def run_all(a, raw):
         if any(os.path.basename(f).startswith(prefixes[o]) for o in only):
             os.unlink(f)
     meta = {"started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine_before": machine(), "commands": [], "quick": a.quick, "runs": a.runs}
+            "machine_before": machine(), "commands": [], "quick": a.quick, "runs": a.runs,
+            "invocation": "sudo tools/bench/results.py " + " ".join(shlex.quote(rel(x)) for x in sys.argv[1:])}
     old = load(raw, "meta.json")
     if a.only and old:
         # A partial rerun keeps what the other steps recorded.
@@ -89,6 +112,24 @@ def run_all(a, raw):
         meta["durations_s"] = {k: v for k, v in old[0].get("durations_s", {}).items()
                                if not any(k.startswith(prefixes[o]) for o in only)}
         meta["partial"] = sorted(only)
+    if a.clean_build:
+        # Build what is committed, not whatever else is in the working tree:
+        # export HEAD, configure a build dir of its own, record the commit.
+        head = sh(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]).stdout.strip()
+        src, obj = os.path.join(a.clean_build_abs, "src"), os.path.join(a.clean_build_abs, "obj")
+        subprocess.run(["rm", "-rf", src], check=True)
+        os.makedirs(src)
+        subprocess.run(f"git -C {shlex.quote(REPO)} archive {head} | tar -x -C {shlex.quote(src)}", shell=True,
+                       check=True)
+        with open(os.path.join(src, ".commit"), "w") as f:
+            f.write(head + "\n")
+        cfg = ["cmake", "-S", src, "-B", obj, "-G", "Ninja", "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+               "-DRULEPLANE_BUILD_TESTS=OFF"]
+        if subprocess.run(cfg, stdout=subprocess.DEVNULL).returncode != 0:
+            raise SystemExit("results: cmake configure failed")
+        meta["commands"].append(f"git archive {head} | tar -x -C {rel(src)}")
+        meta["commands"].append(" ".join(rel(c) for c in cfg))
+        a.build_abs = obj
     if not a.no_build:
         cmd = ["cmake", "--build", a.build_abs, "-j2", "--target", "ruleplane-agent", "ruleplane", "ruleplanectl",
                "ruleplane-bench", "ruleplane-agent-bench"]
@@ -96,15 +137,15 @@ def run_all(a, raw):
         r = subprocess.run(cmd)
         if r.returncode != 0:
             raise SystemExit("results: build failed")
-        meta["commands"].append(" ".join(cmd))
-    meta["git"] = git_state()
+        meta["commands"].append(" ".join(rel(c) for c in cmd))
+    meta["git"] = git_state(a.build_abs)
 
     def run(name, cmd, out):
         print("+ " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
         t0 = time.monotonic()
         with open(out + ".log", "w") as log:
             r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
-        meta["commands"].append(" ".join(shlex.quote(c) for c in cmd).replace(raw + "/", "RAW/"))
+        meta["commands"].append(" ".join(shlex.quote(rel(c)) for c in cmd).replace(rel(raw) + "/", "RAW/"))
         meta.setdefault("durations_s", {})[os.path.basename(out)] = round(time.monotonic() - t0, 1)
         if r.returncode != 0:
             print(f"results: {name} exited {r.returncode} (see {out}.log)", file=sys.stderr)
@@ -136,13 +177,14 @@ def run_all(a, raw):
         p = os.path.join(raw, "commit.json")
         cmd = [os.path.join(a.build_abs, "tools", "ruleplane-bench"), "commit", "--json"]
         if a.quick:
-            cmd += ["--sizes=1000,10000", "--concurrency=1,16,128", "--latency-set=10000"]
+            cmd += ["--sizes=1000,10000", "--concurrency=1,16,128", "--max-per-producer=1000",
+                    "--exec-baseline-n=200", "--latency-set=10000"]
         print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
         t0 = time.monotonic()
         with open(p + ".tmp", "w") as out, open(p + ".log", "w") as log:
             r = subprocess.run(cmd, stdout=out, stderr=log)
         meta.setdefault("durations_s", {})["commit.json"] = round(time.monotonic() - t0, 1)
-        meta["commands"].append(" ".join(cmd))
+        meta["commands"].append(" ".join(rel(c) for c in cmd) + " > RAW/commit.json")
         if r.returncode == 0:
             os.replace(p + ".tmp", p)
         else:
@@ -267,24 +309,30 @@ def contention_section(runs, svgdir, lines, svgs):
                     lines.append(f"| {c} | {load_} | {'sequential' if mode == 'seq' else 'concurrent'} | "
                                  f"{nn} ({cz}, {er}, {nr}) | {cells[0]} | {cells[1]} | {cells[2]} | {last} | "
                                  f"{cells[3]} | {cells[4]} |")
-        lines.append("\nTimes in ms unless marked s. Chain = first plugin spawned → last plugin exited.\n")
+        lines.append("\nTimes in ms unless marked s. Chain = first plugin spawned → last plugin exited. With at most "
+                     "100 samples per run, a run's p99 is its maximum (nearest rank).\n")
         # lock holders
         lines.append(f"xtables lock during the churn phase (sampled from `/proc/locks` every "
                      f"{1000 * lk[0].get('period_s', 0.005):.1f} ms, read-only; holds shorter than that can be "
                      f"missed): held {spread([100 * x['held_fraction'] for x in lk], lambda x: f'{x:.0f}%')} of the "
                      f"time, someone waiting {spread([100 * x.get('waiting_fraction', 0) for x in lk], lambda x: f'{x:.0f}%')}"
                      f", at most {max(x.get('max_waiters', 0) for x in lk)} waiters.\n")
-        lines.append("| holder (argv[0], parent) | holds seen | total held | longest hold |")
-        lines.append("|---|---|---|---|")
+        lines.append("| process (argv[0], parent), all runs | holds seen | time holding | longest hold seen | "
+                     "time waiting |")
+        lines.append("|---|---|---|---|---|")
         agg = {}
         for x in lk:
             for prog, d in x["by_program"].items():
-                a = agg.setdefault(prog, [0, 0.0, 0.0])
+                a = agg.setdefault(prog, [0, 0.0, 0.0, 0.0])
                 a[0] += d["holds"]
                 a[1] += d["held_s"]
                 a[2] = max(a[2], d["max_hold_s"])
-        for prog, (h, t, mx) in sorted(agg.items(), key=lambda kv: -kv[1][1])[:8]:
-            lines.append(f"| `{prog}` | {h} | {t:.2f} s | {mx * 1000:.0f} ms |")
+                a[3] += d.get("waited_s", 0.0)
+        for prog, (h, t, mx, wt) in sorted(agg.items(), key=lambda kv: -(kv[1][1] + kv[1][3]))[:8]:
+            lines.append(f"| `{prog}` | {h} | ~{t:.2f} s | {mx * 1000:.0f} ms | ~{wt:.1f} s |")
+        lines.append("\nTimes holding/waiting are samples × sampling period (estimates); `(exited)` is a process "
+                     "that was gone before it could be named. The portmap and bridge rows are the plugins' "
+                     "`iptables -w` calls: they hold the lock for milliseconds and wait for it for seconds.\n")
         la = [p["phases"]["churn"].get("locks_agent", {}) for p in per]
         if any(x.get("available") for x in la):
             lines.append("\nThe agent's own xtables lock monitor (`ruleplanectl locks --json`) at the end of the "
@@ -295,6 +343,10 @@ def contention_section(runs, svgdir, lines, svgs):
         else:
             lines.append("\nThe agent's xtables lock monitor (`ruleplanectl locks`) was not in this build, so the "
                          "holders above come from the benchmark's own `/proc/locks` sampler.\n")
+        lm = [p["phases"]["churn"].get("lock_metrics", []) for p in per]
+        if any(lm):
+            lines.append("The agent's `ruleplane_xtables_lock_*` metrics at the end of the churn phase (last run):\n")
+            lines.append("```\n" + "\n".join(next(x for x in reversed(lm) if x)[:40]) + "\n```\n")
         # plot
         rows = []
         for ci, c in enumerate(CHAINS):
@@ -368,14 +420,14 @@ def commit_section(c, lines, svgs):
     lines.append(f"`ruleplane-bench commit --json` (engine: C producer threads, one mutation in flight each, "
                  f"1 mutation = 1 set element; `nft -f`: the same N elements as one file, exec + parse + commit). "
                  f"Median of {c['repeats']} repeats [min–max], state dir on `{c.get('state_root', '?')}`.\n")
-    lines.append("| N | C | wall | mutations/s | commits | mean batch | ÷ nft -f wall |")
+    lines.append("| N | C | wall (ms, or s) | mutations/s | commits | mean batch | ÷ nft -f wall |")
     lines.append("|---|---|---|---|---|---|---|")
     nft = {r["n"]: r for r in c["nft_file"]}
     for r in c["engine"]:
-        lines.append(f"| {r['n']} | {r['c']} | {spread(r['wall_ms_runs'], ms)} ms | {r['mutations_per_s']:.0f} | "
+        lines.append(f"| {r['n']} | {r['c']} | {spread(r['wall_ms_runs'], ms)} | {r['mutations_per_s']:.0f} | "
                      f"{r['commits']:.0f} | {r['mean_batch']:.1f} | {r['vs_nft_file']:.2f}x |")
     for n, r in sorted(nft.items()):
-        lines.append(f"| {n} | nft -f | {spread(r['wall_ms_runs'], ms)} ms | {n / (r['wall_ms'] / 1000):.0f} | 1 | "
+        lines.append(f"| {n} | nft -f | {spread(r['wall_ms_runs'], ms)} | {n / (r['wall_ms'] / 1000):.0f} | 1 | "
                      f"{n} | 1 |")
     if c.get("engine_skipped"):
         lines.append("\nSkipped (one producer would submit too many mutations in sequence; see "
@@ -421,7 +473,7 @@ def startup_section(s, lines, svgs):
                  f"fresh netns (table absent) from a copy of the same state dir. Start = posix_spawn of the agent; "
                  f"serving = first `grpc.health.v1` Check answering SERVING (1 ms polls). RSS 1 s after SERVING. "
                  f"Median [min–max] over the starts.\n")
-    lines.append("| attachments | table | start → SERVING | RSS | peak RSS (HWM) | state dir | load time |")
+    lines.append("| attachments | table | start → SERVING (ms, or s) | RSS | peak RSS (HWM) | state dir | load time |")
     lines.append("|---|---|---|---|---|---|---|")
     for z in s["sizes"]:
         files = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in z["state_files"].items()) or "empty"
@@ -432,7 +484,7 @@ def startup_section(s, lines, svgs):
             rss = [r["rss_kb_settled"] / 1024 for r in runs if r["rss_kb_settled"] > 0]
             hwm = [r["hwm_kb_settled"] / 1024 for r in runs if r["hwm_kb_settled"] > 0]
             ok = d["attachments"] == [z["n"]] and not d["errors"]
-            lines.append(f"| {z['n']} | {label} | {spread(sv, ms)} ms | {spread(rss)} MB | {spread(hwm)} MB | "
+            lines.append(f"| {z['n']} | {label} | {spread(sv, ms)} | {spread(rss)} MB | {spread(hwm)} MB | "
                          f"{files} | {z['load']['seconds']:.1f} s{'' if ok else ' — COUNT/ERROR: ' + str(d['attachments'])} |")
     for z in s["sizes"]:
         if z["n"] == 10000:
@@ -483,7 +535,8 @@ def render(raw, out_md, a):
     L.append("# Benchmarks\n")
     L.append("<!-- Generated by tools/bench/results.py from docs/benchmarks/raw/*.json. Do not edit by hand: "
              "rerun the command below. -->\n")
-    L.append(f"Generated {meta.get('finished', '?')} from commit `{meta.get('git', {}).get('head', '?')}`"
+    L.append(f"Generated {meta.get('finished', '?')}; binaries built from commit `{meta.get('git', {}).get('head', '?')}`"
+             f" ({meta.get('git', {}).get('source', '?')})"
              + (f" (working tree also had uncommitted changes by others in: {', '.join(meta['git']['dirty'][:12])})"
                 if meta.get("git", {}).get("dirty") else "") + ".\n")
     label = ("**Reduced configuration** (`--quick`: fewer pods per phase and shorter bounds; the N values are the "
@@ -498,9 +551,9 @@ def render(raw, out_md, a):
     L.append("- packages: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()))
     L.append("")
     L.append("## How to reproduce\n")
-    L.append("```sh\nsudo tools/setup.sh\ncmake -S . -B build-bench -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo\n"
-             f"sudo tools/bench/results.py --build build-bench --runs {meta.get('runs', 1)}"
-             f"{' --quick' if quick else ''}\n```\n")
+    inv = meta.get("invocation") or (f"sudo tools/bench/results.py --clean-build build-bench --runs "
+                                     f"{meta.get('runs', 1)}{' --quick' if quick else ''}")
+    L.append(f"```sh\nsudo tools/setup.sh\n{inv}\n```\n")
     L.append("which ran, in order (RAW = docs/benchmarks/raw):\n")
     L.append("```sh\n" + "\n".join(meta.get("commands", [])) + "\n```\n")
     if meta.get("durations_s"):
@@ -542,8 +595,9 @@ def render(raw, out_md, a):
              "so every chain slows down under churn for CPU reasons alone; compare with the floor chain (section 1, "
              "last two columns).")
     L.append("- Pods accumulate per N (no DEL between ADDs); namespaces are removed after each N.")
-    L.append("- The lock holders come from 5 ms samples of /proc/locks: a short hold (an `iptables -w` from "
-             "portmap) is seen only when it overlaps a sample; the restores' holds are seen in full.")
+    L.append("- The lock holders come from samples of /proc/locks every few ms: a short hold (an `iptables -w` "
+             "from portmap) is seen only when it overlaps a sample; the restores' holds and everyone's waits are "
+             "long enough to be seen in full.")
     L.append("- Every ADD was bounded; censored ADDs are kept (as their bound) and marked `>=`.")
     with open(out_md, "w") as f:
         f.write("\n".join(L) + "\n")
@@ -560,11 +614,16 @@ def main():
     ap.add_argument("--quick", action="store_true", help="reduced configuration (labelled as such on the page)")
     ap.add_argument("--build", default="build-bench")
     ap.add_argument("--no-build", action="store_true", help="do not run the build first")
+    ap.add_argument("--clean-build", metavar="DIR",
+                    help="export HEAD with git archive into DIR/src, build it in DIR/obj and benchmark that "
+                         "(the page then names an exact commit; uncommitted work in the tree is left out)")
     ap.add_argument("--only", default="", help="comma separated subset: contention,plugin,startup,commit")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"))
     ap.add_argument("--from-raw", help="only render the page from this raw dir")
     a = ap.parse_args()
     a.build_abs = a.build if os.path.isabs(a.build) else os.path.join(REPO, a.build)
+    if a.clean_build:
+        a.clean_build_abs = a.clean_build if os.path.isabs(a.clean_build) else os.path.join(REPO, a.clean_build)
     raw = os.path.join(os.path.dirname(a.out), "benchmarks", "raw")
     if a.from_raw:
         render(a.from_raw, a.out, a)
