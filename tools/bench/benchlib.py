@@ -26,12 +26,15 @@ XTABLES_LOCK = "/run/xtables.lock"
 
 
 class ExecResult:
-    __slots__ = ("rc", "stdout", "stderr", "seconds", "censored", "t_start", "t_end")
+    __slots__ = ("rc", "stdout", "stderr", "seconds", "censored", "t_start", "t_end", "cpu_seconds")
 
-    def __init__(self, rc, stdout, stderr, seconds, censored, t_start, t_end):
+    def __init__(self, rc, stdout, stderr, seconds, censored, t_start, t_end, cpu_seconds=None):
         self.rc, self.stdout, self.stderr = rc, stdout, stderr
         self.seconds, self.censored = seconds, censored
         self.t_start, self.t_end = t_start, t_end
+        # user + system CPU of the process (wait4 rusage; its own children
+        # only when they were reaped before it exited)
+        self.cpu_seconds = cpu_seconds
 
 
 def bounded_exec(argv, env, stdin=b"", deadline=None, capture=True):
@@ -92,7 +95,8 @@ def bounded_exec(argv, env, stdin=b"", deadline=None, capture=True):
                         os.killpg(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-                    os.waitpid(pid, 0)
+                    _, _, ru = os.wait4(pid, 0)
+                    cpu = ru.ru_utime + ru.ru_stime
                     t1 = deadline
                     exited = True
                     rc = -9
@@ -100,8 +104,9 @@ def bounded_exec(argv, env, stdin=b"", deadline=None, capture=True):
             for fd, ev in events:
                 if fd == pidfd:
                     if not exited:
-                        _, status = os.waitpid(pid, 0)
+                        _, status, ru = os.wait4(pid, 0)
                         t1 = time.monotonic()
+                        cpu = ru.ru_utime + ru.ru_stime
                         rc = os.waitstatus_to_exitcode(status)
                         exited = True
                         poller.unregister(pidfd)
@@ -117,7 +122,7 @@ def bounded_exec(argv, env, stdin=b"", deadline=None, capture=True):
         for fd in (in_w, out_r, err_r):
             if fd is not None:
                 os.close(fd)
-    return ExecResult(rc, bytes(out), bytes(err), (t1 - t0), censored, t0, t1)
+    return ExecResult(rc, bytes(out), bytes(err), (t1 - t0), censored, t0, t1, cpu)
 
 
 # ---------------------------------------------------------------- netns

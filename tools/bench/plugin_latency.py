@@ -113,29 +113,40 @@ class Run:
                "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={cid};K8S_POD_UID=uid-{i}"}
         r = benchlib.bounded_exec([self.plugin], env, json.dumps(cfg).encode(), time.monotonic() + self.a.exec_bound)
         err = None if r.rc == 0 and not r.censored else (r.stdout + r.stderr).decode(errors="replace")[-300:]
-        return r.seconds, r.censored, err
+        return r.seconds, r.censored, err, r.cpu_seconds
 
     def floor(self):
         r = benchlib.bounded_exec([FLOOR], {"CNI_COMMAND": "VERSION", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
                                   b'{"cniVersion":"1.0.0"}', time.monotonic() + self.a.exec_bound)
-        return r.seconds, r.censored, None if r.rc == 0 else r.stdout.decode(errors="replace")
+        return r.seconds, r.censored, None if r.rc == 0 else r.stdout.decode(errors="replace"), r.cpu_seconds
 
     def true(self):
         r = benchlib.bounded_exec(["/bin/true"], {}, b"", time.monotonic() + self.a.exec_bound)
-        return r.seconds, r.censored, None if r.rc == 0 else "rc"
+        return r.seconds, r.censored, None if r.rc == 0 else "rc", r.cpu_seconds
+
+    def agent_cpu(self):
+        """The agent's user+system CPU seconds so far (/proc/<pid>/stat)."""
+        try:
+            with open(f"/proc/{self.agent.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
 
     def iteration(self, k, rec):
         order = [("plugin", self.plugin_add), ("floor", self.floor), ("true", self.true)]
         k %= 3
         for name, fn in order[k:] + order[:k]:
-            s, cens, err = fn()
+            s, cens, err, cpu = fn()
             rec[name].append((s, cens))
+            rec["cpu_" + name].append(cpu)
             if err:
                 rec["errors"].append(f"{name}: {err}")
 
     def mode(self, concurrency):
-        rec = {"plugin": [], "floor": [], "true": [], "errors": []}
+        rec = {"plugin": [], "floor": [], "true": [], "errors": [], "cpu_plugin": [], "cpu_floor": [], "cpu_true": []}
         n = self.a.pods
+        agent_cpu0 = self.agent_cpu()
         if concurrency <= 1:
             t0 = time.monotonic()
             for k in range(n):
@@ -160,7 +171,14 @@ class Run:
             for t in ts:
                 t.join()
         wall = time.monotonic() - t0
-        out = {k: benchlib.summarize(v) for k, v in rec.items() if k != "errors"}
+        agent_cpu1 = self.agent_cpu()
+        out = {k: benchlib.summarize(v) for k, v in rec.items() if k in ("plugin", "floor", "true")}
+        # CPU per exec does not depend on how loaded the machine is, unlike
+        # wall time: it says what the process itself costs.
+        out["cpu_ms_p50"] = {k: 1000 * benchlib.percentile([c for c in rec["cpu_" + k] if c is not None], 50)
+                             for k in ("plugin", "floor", "true")}
+        if agent_cpu0 is not None and agent_cpu1 is not None:
+            out["agent_cpu_ms_per_add"] = 1000 * (agent_cpu1 - agent_cpu0) / n
         out["errors"] = rec["errors"]
         out["wall_s"] = wall
         out["concurrency"] = concurrency
@@ -188,7 +206,7 @@ def main():
     res = {"config": vars(a).copy()}
     try:
         r.setup()
-        warm = {"plugin": [], "floor": [], "true": [], "errors": []}
+        warm = {"plugin": [], "floor": [], "true": [], "errors": [], "cpu_plugin": [], "cpu_floor": [], "cpu_true": []}
         for k in range(a.warmup):
             r.iteration(k, warm)
         res["seq"] = r.mode(1)
@@ -214,6 +232,10 @@ def main():
             s = d[k]
             print(f"  {label:14} {name:22} {s['n']:>4} {benchlib.fmt_ms(s['p50']):>8} {benchlib.fmt_ms(s['p99']):>8} "
                   f"{benchlib.fmt_ms(s['max']):>8}")
+        cpu = d["cpu_ms_p50"]
+        print(f"  {label:14} CPU per exec p50: ruleplane ADD {cpu['plugin']:.2f} ms, host-local VERSION "
+              f"{cpu['floor']:.2f} ms, /bin/true {cpu['true']:.2f} ms; agent CPU per ADD "
+              f"{d.get('agent_cpu_ms_per_add', -1):.2f} ms")
         ok = d["ratio_p50"] <= 1.5
         print(f"  {label:14} ratio ruleplane/host-local: p50 {d['ratio_p50']:.2f}x  p99 {d['ratio_p99']:.2f}x   "
               f"target p50 <= 1.5x: {'PASS' if ok else 'MISS'}")
