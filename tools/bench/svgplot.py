@@ -87,13 +87,15 @@ def strip_plot(title, rows, unit="ms", width=900, note=""):
            f'viewBox="0 0 {width} {height}" {FONT} font-size="12">',
            f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="15" font-weight="bold">{_esc(title)}</text>']
+    decades = math.log10(hi / lo)
     for t in _log_ticks(lo, hi):
         xx = x(t)
         major = math.isclose(math.log10(t), round(math.log10(t)))
         out.append(f'<line x1="{xx:.1f}" y1="{top - 6}" x2="{xx:.1f}" y2="{top + row_h * len(rows)}" '
                    f'stroke="{"#bbb" if major else "#e4e4e4"}"/>')
-        out.append(f'<text x="{xx:.1f}" y="{top + row_h * len(rows) + 16}" text-anchor="middle" '
-                   f'font-size="11">{_esc(_fmt(t, unit))}</text>')
+        if major or decades <= 3:  # wide ranges: label decades only, or labels collide
+            out.append(f'<text x="{xx:.1f}" y="{top + row_h * len(rows) + 16}" text-anchor="middle" '
+                       f'font-size="11">{_esc(_fmt(t, unit))}</text>')
     prev_group = None
     for i, r in enumerate(rows):
         y = top + row_h * i + row_h / 2
