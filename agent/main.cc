@@ -18,10 +18,18 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "agent/api/commit_hub.h"
 #include "agent/api/server.h"
+#include "agent/bringup/api_server_probe.h"
+#include "agent/bringup/cni_conflist.h"
+#include "agent/bringup/recorder.h"
+#include "agent/bringup/uninstall.h"
+#include "agent/coexist/node_rules.h"
+#include "agent/coexist/xtables_lock_monitor.h"
 #include "agent/common/metrics.h"
 #include "agent/common/metrics_server.h"
 #include "agent/common/status_macros.h"
+#include "agent/kernel/nft/list.h"
 #include "agent/kernel/nft/netlink_nft_port.h"
 #include "agent/render/render.h"
 #include "agent/txn/drift_monitor.h"
@@ -40,6 +48,20 @@ ABSL_FLAG(std::string, table_owner, "auto",
           "auto|on|off: mark the table NFT_TABLE_F_OWNER|PERSIST (auto: when the kernel has persist)");
 ABSL_FLAG(bool, drift_repair, true, "re-assert the table when another process changes it");
 ABSL_FLAG(uint32_t, socket_gid, 0, "group owning the socket (read-only access for its members)");
+// Operations (agent/coexist, agent/bringup); the config file has more.
+ABSL_FLAG(std::string, xtables_lock_path, "/run/xtables.lock",
+          "xtables lock file to monitor (never locked by the agent); config xtables_lock.path");
+ABSL_FLAG(bool, xtables_lock_monitor, true, "watch the xtables lock (holders, hold times, waiters)");
+ABSL_FLAG(double, xtables_lock_long_hold, 1.0, "log xtables lock holds at least this many seconds long");
+ABSL_FLAG(bool, allow_priority_collision, false,
+          "start even if another table has a base chain at one of our hook priorities");
+ABSL_FLAG(std::string, api_server, "",
+          "direct API server endpoint for the bring-up report (https://host:port); never the Service VIP");
+ABSL_FLAG(std::string, kubeconfig, "", "kubeconfig whose server is probed when --api-server is empty");
+ABSL_FLAG(std::string, cni_conf_dir, "", "CNI config dir to install the conflist into once ready (e.g. /etc/cni/net.d)");
+ABSL_FLAG(std::string, cni_conflist_file, "", "the conflist to install (main plugin + ruleplane)");
+ABSL_FLAG(bool, uninstall, false,
+          "remove the CNI conflist, the nftables table and the state files, then exit (never done on a plain stop)");
 ABSL_FLAG(bool, exit_after_start, false,
           "converge the table, print it is ready and exit (for tests and node bootstrap)");
 
@@ -90,6 +112,47 @@ absl::StatusOr<v1::AgentConfig> LoadConfig() {
   if (FlagSet("socket_gid") || !cfg.has_socket_gid()) cfg.set_socket_gid(absl::GetFlag(FLAGS_socket_gid));
   if (cfg.mutation_uids_size() == 0) cfg.add_mutation_uids(0);
   if (FlagSet("drift_repair") || !cfg.has_drift_repair()) cfg.set_drift_repair(absl::GetFlag(FLAGS_drift_repair));
+  // Operations: flags given on the command line win over the file.
+  v1::XtablesLockConfig* lock = cfg.mutable_xtables_lock();
+  pick("xtables_lock_path", absl::GetFlag(FLAGS_xtables_lock_path), lock->mutable_path());
+  if (FlagSet("xtables_lock_monitor") || !lock->has_enabled()) lock->set_enabled(absl::GetFlag(FLAGS_xtables_lock_monitor));
+  if (FlagSet("xtables_lock_long_hold") || !lock->has_long_hold_seconds()) {
+    lock->set_long_hold_seconds(absl::GetFlag(FLAGS_xtables_lock_long_hold));
+  }
+  if (FlagSet("allow_priority_collision") || !cfg.has_allow_priority_collision()) {
+    cfg.set_allow_priority_collision(absl::GetFlag(FLAGS_allow_priority_collision));
+  }
+  if (FlagSet("api_server")) cfg.mutable_api_server()->set_endpoint(absl::GetFlag(FLAGS_api_server));
+  if (FlagSet("kubeconfig")) cfg.mutable_api_server()->set_kubeconfig(absl::GetFlag(FLAGS_kubeconfig));
+  if (!cfg.api_server().has_wait_seconds()) cfg.mutable_api_server()->set_wait_seconds(120);
+  if (FlagSet("cni_conf_dir")) cfg.mutable_cni()->set_conf_dir(absl::GetFlag(FLAGS_cni_conf_dir));
+  if (FlagSet("cni_conflist_file")) cfg.mutable_cni()->set_conflist_file(absl::GetFlag(FLAGS_cni_conflist_file));
+  if (cfg.cni().conflist_name().empty()) cfg.mutable_cni()->set_conflist_name("10-ruleplane.conflist");
+  if (!cfg.has_bringup_history()) cfg.set_bringup_history(10);
+  if (lock->path().empty() || lock->path()[0] != '/') {
+    return absl::InvalidArgumentError(absl::StrCat("xtables_lock.path: \"", lock->path(), "\" must be an absolute path"));
+  }
+  if (!(lock->long_hold_seconds() > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("xtables_lock.long_hold_seconds: ", lock->long_hold_seconds(),
+                                                   " must be > 0"));
+  }
+  if (!(cfg.api_server().wait_seconds() >= 0)) {
+    return absl::InvalidArgumentError("api_server.wait_seconds: must be >= 0");
+  }
+  if (!cfg.cni().conf_dir().empty() && cfg.cni().conflist_file().empty()) {
+    return absl::InvalidArgumentError("cni.conflist_file: required when cni.conf_dir is set (the conflist to install)");
+  }
+  if (cfg.cni().conflist_name().find('/') != std::string::npos ||
+      !(absl::EndsWith(cfg.cni().conflist_name(), ".conflist"))) {
+    return absl::InvalidArgumentError(absl::StrCat("cni.conflist_name: \"", cfg.cni().conflist_name(),
+                                                   "\" must be a file name ending in .conflist"));
+  }
+  if (!cfg.cni().conflist_file().empty()) {
+    // Validated now, so a bad file is a config error at start, not a
+    // surprise once the agent is ready.
+    absl::StatusOr<std::string> conflist = bringup::LoadConflist(cfg.cni().conflist_file());
+    if (!conflist.ok()) return absl::InvalidArgumentError(absl::StrCat("cni.conflist_file: ", conflist.status().message()));
+  }
 
   // Validation: name the field.
   if (!absl::StartsWith(cfg.table(), "ruleplane") || cfg.table().size() > 64) {
@@ -138,13 +201,53 @@ bool KernelHasTablePersist() {
   return major > 6 || (major == 6 && minor >= 9);
 }
 
+// Base chains of other tables (nf_tables, and legacy x_tables by their fixed
+// priorities) at one of `layout`'s hook priorities. Read-only.
+absl::StatusOr<std::vector<coexist::PriorityCollision>> PriorityCollisions(const render::Layout& layout) {
+  ASSIGN_OR_RETURN(std::vector<kernel::nft::ChainListing> chains, kernel::nft::ListChains(std::string()));
+  std::vector<coexist::NftChainRef> refs;
+  for (auto& c : chains) refs.push_back({c.family, std::move(c.table), std::move(c.name), c.base});
+  std::vector<coexist::HookedChain> present = coexist::NftHooks(refs);
+  std::vector<coexist::HookedChain> legacy = coexist::LegacyHooks(coexist::ReadLegacyTables());
+  present.insert(present.end(), legacy.begin(), legacy.end());
+  render::BaseRuleset base = render::RenderBase(layout);
+  return coexist::FindPriorityCollisions(base.table.family, base.table.name, coexist::HooksOf(base.table, base.chains),
+                                         present);
+}
+
+absl::StatusOr<std::vector<coexist::NftChainRef>> ListNftChainsForBackends() {
+  ASSIGN_OR_RETURN(std::vector<kernel::nft::ChainListing> chains, kernel::nft::ListChains(std::string()));
+  std::vector<coexist::NftChainRef> refs;
+  for (auto& c : chains) refs.push_back({c.family, std::move(c.table), std::move(c.name), c.base});
+  return refs;
+}
+
+int RunUninstall(const v1::AgentConfig& cfg) {
+  auto port = kernel::nft::NetlinkNftPort::Create({});
+  if (!port.ok()) {
+    std::fprintf(stderr, "ruleplane-agent: uninstall: %s\n", std::string(port.status().message()).c_str());
+    return 1;
+  }
+  bringup::UninstallOptions o{cfg.table(), cfg.state_dir(), cfg.socket(), cfg.cni().conf_dir(),
+                              cfg.cni().conflist_name()};
+  absl::StatusOr<std::vector<std::string>> done = bringup::Uninstall(o, port->get());
+  if (!done.ok()) {
+    std::fprintf(stderr, "ruleplane-agent: %s\n", std::string(done.status().message()).c_str());
+    return 1;
+  }
+  for (const std::string& line : *done) std::printf("uninstall: %s\n", line.c_str());
+  return 0;
+}
+
 int Main() {
+  const double main_start = bringup::BootSecondsNow();
   absl::StatusOr<v1::AgentConfig> cfg = LoadConfig();
   if (!cfg.ok()) {
     LOG(ERROR) << "bad configuration: " << cfg.status().message();
     std::fprintf(stderr, "ruleplane-agent: bad configuration: %s\n", std::string(cfg.status().message()).c_str());
     return 2;
   }
+  if (absl::GetFlag(FLAGS_uninstall)) return RunUninstall(*cfg);
 
   // Signals are handled by sigwait on the main thread only; block them
   // before any thread exists so every thread inherits the mask.
@@ -156,15 +259,42 @@ int Main() {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   metrics::Registry registry;
+  // Bring-up timeline: every return below leaves it in the history with
+  // its outcome ("failed" names the phase that did not finish).
+  bringup::BringupRecorder bringup({RULEPLANE_VERSION, "/proc", &registry});
+  bringup.Record(bringup::kConfigLoaded, bringup::PhaseStatus::kOk,
+                 absl::GetFlag(FLAGS_config).empty() ? "flags only" : absl::GetFlag(FLAGS_config), main_start,
+                 bringup::BootSecondsNow());
+  if (absl::Status s = bringup.AttachStateDir(cfg->state_dir(), cfg->bringup_history()); !s.ok()) LOG(WARNING) << s;
+  struct SaveHistoryOnExit {
+    bringup::BringupRecorder* r;
+    ~SaveHistoryOnExit() {
+      r->MarkFinished();
+      if (absl::Status s = r->Save(); !s.ok()) LOG(WARNING) << s;
+    }
+  } save_history_on_exit{&bringup};
+  // Runs beside the rest; never delays readiness (agent/bringup/api_server_probe.h).
+  std::unique_ptr<bringup::ApiServerProber> api_probe = bringup::ApiServerProber::Start(
+      bringup::ChooseApiServerEndpoint(cfg->api_server().endpoint(), cfg->api_server().kubeconfig(),
+                                       [](const char* name) -> std::optional<std::string> {
+                                         const char* v = std::getenv(name);
+                                         return v ? std::optional<std::string>(v) : std::nullopt;
+                                       }),
+      absl::Seconds(cfg->api_server().wait_seconds()), &bringup);
+
+  const int probes = bringup.Begin(bringup::kKernelProbes);
   auto port = kernel::nft::NetlinkNftPort::Create({});
   if (!port.ok()) {
+    bringup.End(probes, bringup::PhaseStatus::kFailed, std::string(port.status().message()));
     std::fprintf(stderr, "ruleplane-agent: %s\n", std::string(port.status().message()).c_str());
     return 1;
   }
   if (absl::Status probe = (*port)->Probe(); !probe.ok()) {
+    bringup.End(probes, bringup::PhaseStatus::kFailed, std::string(probe.message()));
     std::fprintf(stderr, "ruleplane-agent: %s\n", std::string(probe.message()).c_str());
     return 1;
   }
+  bringup.End(probes, bringup::PhaseStatus::kOk, "nf_tables usable");
 
   txn::EngineOptions opts;
   opts.state_dir = cfg->state_dir();
@@ -178,6 +308,58 @@ int Main() {
   }
   if (owner) opts.layout.table_flags = kernel::nft::kTableFlagOwner | kernel::nft::kTableFlagPersist;
 
+  // Coexistence: hook priorities shared with other tables refuse the start
+  // (unless allowed); the xtables lock monitor starts watching.
+  const int coexist_phase = bringup.Begin(bringup::kCoexistence);
+  metrics::Gauge* collisions_gauge = registry.GetGauge(
+      "ruleplane_priority_collisions", "Base chains of other tables at one of our hook priorities (same hook).");
+  absl::StatusOr<std::vector<coexist::PriorityCollision>> collisions = PriorityCollisions(opts.layout);
+  if (!collisions.ok()) {
+    bringup.End(coexist_phase, bringup::PhaseStatus::kFailed, std::string(collisions.status().message()));
+    std::fprintf(stderr, "ruleplane-agent: list chains for the hook priority check: %s\n",
+                 std::string(collisions.status().message()).c_str());
+    return 1;
+  }
+  collisions_gauge->Set(static_cast<double>(collisions->size()));
+  for (const coexist::PriorityCollision& c : *collisions) {
+    if (cfg->allow_priority_collision()) {
+      LOG(WARNING) << "hook priority collision (allowed by allow_priority_collision): " << c.message;
+    } else {
+      std::string why = absl::StrCat("hook priority collision: ", c.message,
+                                     "; choose another dnat_priority/snat_priority or set allow_priority_collision");
+      bringup.End(coexist_phase, bringup::PhaseStatus::kFailed, why);
+      std::fprintf(stderr, "ruleplane-agent: %s\n", why.c_str());
+      return 1;
+    }
+  }
+  std::unique_ptr<coexist::XtablesLockMonitor> lock_monitor;
+  if (cfg->xtables_lock().enabled()) {
+    coexist::XtablesLockMonitorOptions lo;
+    lo.path = cfg->xtables_lock().path();
+    lo.long_hold = absl::Seconds(cfg->xtables_lock().long_hold_seconds());
+    lo.list_nft_chains = ListNftChainsForBackends;
+    auto lm = coexist::XtablesLockMonitor::Start(std::move(lo), &registry);
+    if (lm.ok()) {
+      lock_monitor = std::move(*lm);
+    } else {
+      LOG(WARNING) << "xtables lock monitor disabled: " << lm.status();
+    }
+  }
+  bringup.End(coexist_phase, bringup::PhaseStatus::kOk,
+              absl::StrCat(collisions->size(), " priority collisions; xtables lock monitor ",
+                           lock_monitor ? "on " + cfg->xtables_lock().path() : std::string("off")));
+
+  // Transactions stream to WatchTransactions clients; Start() reports its
+  // steps to the bring-up timeline.
+  api::CommitHub commit_hub;
+  opts.on_commit = [&commit_hub](const txn::CommitInfo& c) { commit_hub.Publish(c); };
+  double step_start = bringup::BootSecondsNow();
+  opts.on_start_phase = [&bringup, &step_start](const std::string& phase, bool ok, const std::string& detail) {
+    const double now = bringup::BootSecondsNow();
+    bringup.Record(phase, ok ? bringup::PhaseStatus::kOk : bringup::PhaseStatus::kFailed, detail, step_start, now);
+    step_start = now;
+  };
+
   auto engine = txn::Engine::Create(opts, std::move(*port), &registry);
   if (!engine.ok()) {
     std::fprintf(stderr, "ruleplane-agent: %s\n", std::string(engine.status().message()).c_str());
@@ -187,6 +369,7 @@ int Main() {
   if (!absl::GetFlag(FLAGS_exit_after_start)) {
     // Serve (health NOT_SERVING) before converging, so probes see "starting"
     // rather than "connection refused".
+    const int serving = bringup.Begin(bringup::kGrpcServing, "unix:" + cfg->socket());
     auto read_port = kernel::nft::NetlinkNftPort::Create({});
     if (!read_port.ok()) {
       std::fprintf(stderr, "ruleplane-agent: %s\n", std::string(read_port.status().message()).c_str());
@@ -200,13 +383,22 @@ int Main() {
     api_opts.table = cfg->table();
     api_opts.table_owner = owner;
     api_opts.version = RULEPLANE_VERSION;
+    if (lock_monitor) {
+      coexist::XtablesLockMonitor* lm = lock_monitor.get();
+      api_opts.lock_stats = [lm]() -> std::optional<coexist::LockStats> { return lm->Snapshot(); };
+    }
+    api_opts.bringup = &bringup;
+    api_opts.commits = &commit_hub;
     auto srv = api::ApiServer::Start(std::move(api_opts), engine->get(), std::move(*read_port));
     if (!srv.ok()) {
+      bringup.End(serving, bringup::PhaseStatus::kFailed, std::string(srv.status().message()));
       std::fprintf(stderr, "ruleplane-agent: %s\n", std::string(srv.status().message()).c_str());
       return 1;
     }
     api_server = std::move(*srv);
+    bringup.End(serving, bringup::PhaseStatus::kOk, "unix:" + cfg->socket() + " (health NOT_SERVING until ready)");
   }
+  step_start = bringup::BootSecondsNow();
   if (absl::Status s = (*engine)->Start(); !s.ok()) {
     std::fprintf(stderr, "ruleplane-agent: %s\n", std::string(s.message()).c_str());
     return 1;
@@ -218,6 +410,9 @@ int Main() {
     return 0;
   }
   api_server->SetReady(true);
+  // The SNAT engineer's BPF datapath reports here when it is wired in.
+  bringup.Instant(bringup::kBpfAttached, bringup::PhaseStatus::kSkipped, "no BPF datapath configured");
+  bringup.MarkReady();
 
   std::unique_ptr<metrics::MetricsServer> metrics_server;
   if (!cfg->metrics_address().empty()) {
@@ -238,6 +433,27 @@ int Main() {
       drift = std::move(*dm);
     }
   }
+  // Only now may the runtime call us: the conflist appears once pod setup
+  // can succeed, and stays in place across restarts.
+  if (cfg->cni().conf_dir().empty()) {
+    bringup.Instant(bringup::kCniConfigInstalled, bringup::PhaseStatus::kSkipped, "no cni.conf_dir configured");
+  } else {
+    const int cni_phase = bringup.Begin(bringup::kCniConfigInstalled);
+    const std::string where = cfg->cni().conf_dir() + "/" + cfg->cni().conflist_name();
+    absl::StatusOr<std::string> conflist = bringup::LoadConflist(cfg->cni().conflist_file());
+    absl::StatusOr<bool> written = conflist.ok() ? bringup::InstallConflist(cfg->cni().conf_dir(),
+                                                                            cfg->cni().conflist_name(), *conflist)
+                                                 : absl::StatusOr<bool>(conflist.status());
+    if (written.ok()) {
+      bringup.End(cni_phase, bringup::PhaseStatus::kOk, where + (*written ? " written" : " already up to date"));
+      LOG(INFO) << "CNI config " << where << (*written ? " installed" : " already up to date");
+    } else {
+      // The agent keeps serving; the node stays NotReady until this is fixed.
+      bringup.End(cni_phase, bringup::PhaseStatus::kFailed, std::string(written.status().message()));
+      LOG(ERROR) << "CNI config " << where << " not installed: " << written.status();
+    }
+  }
+  if (absl::Status s = bringup.Save(); !s.ok()) LOG(WARNING) << s;
 
   for (;;) {
     int sig = 0;
@@ -257,6 +473,14 @@ int Main() {
       render::Layout layout = opts.layout;
       layout.dnat_priority = next->has_dnat_priority() ? next->dnat_priority() : render::kDnatPriority;
       layout.snat_priority = next->has_snat_priority() ? next->snat_priority() : render::kSnatPriority;
+      if (!next->allow_priority_collision()) {
+        absl::StatusOr<std::vector<coexist::PriorityCollision>> c = PriorityCollisions(layout);
+        if (!c.ok() || !c->empty()) {
+          LOG(ERROR) << "SIGHUP: reload refused, keeping the running configuration: "
+                     << (c.ok() ? "hook priority collision: " + c->front().message : std::string(c.status().message()));
+          continue;
+        }
+      }
       if (absl::Status s = (*engine)->Reconfigure(layout); !s.ok()) {
         LOG(ERROR) << "SIGHUP: reload failed, keeping the running configuration: " << s;
         continue;

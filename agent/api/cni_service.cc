@@ -8,6 +8,7 @@
 #include "agent/api/grpc_status.h"
 #include "agent/render/render.h"
 #include "agent/txn/state_proto.h"
+#include "glog/logging.h"
 
 namespace ruleplane::api {
 namespace {
@@ -55,8 +56,19 @@ absl::Status CniService::Admit(grpc::CallbackServerContext* c, const v1::CniRequ
   return CheckLimits(req);
 }
 
-void CniService::SubmitAndFinish(grpc::ServerUnaryReactor* reactor, core::Mutation m, v1::CniResponse* resp) {
-  ctx_->engine()->Submit(std::move(m), [reactor, resp](const txn::MutationResult& r) {
+void CniService::SubmitAndFinish(grpc::ServerUnaryReactor* reactor, core::Mutation m, v1::CniResponse* resp,
+                                 bool is_add) {
+  ServiceContext* ctx = ctx_;
+  ctx_->engine()->Submit(std::move(m), [reactor, resp, ctx, is_add](const txn::MutationResult& r) {
+    if (is_add && r.status.ok() && ctx->options().bringup != nullptr &&
+        ctx->options().bringup->InstantOnce(
+            bringup::kFirstCniAdd, bringup::PhaseStatus::kOk,
+            absl::StrCat("commit ", r.commit_id, " queue_wait=", absl::ToDoubleMilliseconds(r.queue_wait), "ms"))) {
+      // The history file is written off the writer thread (fsync).
+      ctx->reader()->Post([ctx](bool) {
+        if (absl::Status s = ctx->options().bringup->Save(); !s.ok()) LOG(WARNING) << s;
+      });
+    }
     resp->set_commit_id(r.commit_id);
     resp->set_queue_wait_us(static_cast<uint64_t>(absl::ToInt64Microseconds(r.queue_wait)));
     resp->set_commit_us(static_cast<uint64_t>(absl::ToInt64Microseconds(r.commit)));
@@ -76,7 +88,7 @@ grpc::ServerUnaryReactor* CniService::Add(grpc::CallbackServerContext* c, const 
   a->key = {req->container_id(), req->ifname()};
   a->netns = req->netns();
   grpc::ServerUnaryReactor* reactor = c->DefaultReactor();
-  SubmitAndFinish(reactor, core::Mutation::Upsert(*std::move(a)), resp);
+  SubmitAndFinish(reactor, core::Mutation::Upsert(*std::move(a)), resp, /*is_add=*/true);
   return reactor;
 }
 

@@ -27,7 +27,9 @@ class CniService final : public v1::Cni::CallbackService {
   // Admission common to Add/Del/Check: authorization, readiness, limits.
   absl::Status Admit(grpc::CallbackServerContext* c, const v1::CniRequest& req, bool mutating,
                      const char* method) const;
-  void SubmitAndFinish(grpc::ServerUnaryReactor* reactor, core::Mutation m, v1::CniResponse* resp);
+  // `is_add`: a successful one may be the first ADD the agent served (bring-up report).
+  void SubmitAndFinish(grpc::ServerUnaryReactor* reactor, core::Mutation m, v1::CniResponse* resp,
+                       bool is_add = false);
   ServiceContext* ctx_;
 };
 

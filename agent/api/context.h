@@ -5,6 +5,8 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,8 +14,11 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/api/commit_hub.h"
 #include "agent/api/peer_listener.h"
 #include "agent/api/reader_thread.h"
+#include "agent/bringup/recorder.h"
+#include "agent/coexist/xtables_lock_monitor.h"
 #include "agent/txn/engine.h"
 #include "agent/txn/nft_port.h"
 
@@ -35,6 +40,13 @@ struct ApiOptions {
   bool table_owner = false;
   std::string version;
   int max_message_bytes = 4 << 20;
+  // Operations diagnostics; unset = "not available" answers.
+  // xtables lock monitor snapshot (nullopt: monitor off).
+  std::function<std::optional<coexist::LockStats>()> lock_stats;
+  // Bring-up timeline; the Cni service records the first ADD it served.
+  bringup::BringupRecorder* bringup = nullptr;
+  // WatchTransactions streams (fed by EngineOptions::on_commit).
+  CommitHub* commits = nullptr;
 };
 
 class ServiceContext {

@@ -95,23 +95,7 @@ grpc::ServerUnaryReactor* DiagnosticsService::ListTransactions(grpc::CallbackSer
   size_t limit = req->limit() ? req->limit() : 50;
   size_t first = commits.size() > limit ? commits.size() - limit : 0;
   for (size_t i = first; i < commits.size(); ++i) {
-    const txn::CommitInfo& ci = commits[i];
-    v1::Transaction* t = resp->add_transactions();
-    t->set_id(ci.id);
-    t->set_kind(ci.kind);
-    t->set_reason(ci.reason);
-    t->set_start_unix_us(absl::ToUnixMicros(ci.start));
-    t->set_mutations(static_cast<uint32_t>(ci.mutations));
-    t->set_rejected(static_cast<uint32_t>(ci.rejected));
-    t->set_messages(ci.messages);
-    t->set_elements(ci.elements);
-    t->set_attempts(static_cast<uint32_t>(ci.attempts));
-    t->set_queue_wait_max_us(static_cast<uint64_t>(absl::ToInt64Microseconds(ci.queue_wait_max)));
-    t->set_render_us(static_cast<uint64_t>(absl::ToInt64Microseconds(ci.render)));
-    t->set_commit_us(static_cast<uint64_t>(absl::ToInt64Microseconds(ci.commit)));
-    t->set_result(ci.status.ok() ? "OK" : std::string(absl::StatusCodeToString(ci.status.code())));
-    t->set_error(std::string(ci.status.message()));
-    t->set_failing_op(ci.failing_op);
+    *resp->add_transactions() = TransactionToProto(commits[i]);  // commit_hub.h: one conversion for list and watch
   }
   return FinishNow(c, absl::OkStatus());
 }

@@ -24,6 +24,14 @@ class DiagnosticsService final : public v1::Diagnostics::CallbackService {
   grpc::ServerUnaryReactor* DiffDesiredActual(grpc::CallbackServerContext* c,
                                               const v1::DiffDesiredActualRequest* req,
                                               v1::DiffDesiredActualResponse* resp) override;
+  // Operations (diagnostics_ops.cc).
+  grpc::ServerWriteReactor<v1::Transaction>* WatchTransactions(grpc::CallbackServerContext* c,
+                                                               const v1::WatchTransactionsRequest* req) override;
+  grpc::ServerUnaryReactor* GetLockStats(grpc::CallbackServerContext* c, const v1::GetLockStatsRequest* req,
+                                         v1::GetLockStatsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetBringupReport(grpc::CallbackServerContext* c,
+                                             const v1::GetBringupReportRequest* req,
+                                             v1::GetBringupReportResponse* resp) override;
 
  private:
   ServiceContext* ctx_;

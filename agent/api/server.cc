@@ -52,7 +52,12 @@ void ApiServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   listener_.reset();  // stop accepting new connections first
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // Open WatchTransactions streams would otherwise hold Shutdown() for its
+  // whole grace period.
+  if (ctx_ != nullptr && ctx_->options().commits != nullptr) ctx_->options().commits->Shutdown();
+  // Start() may have failed before the server existed (e.g. the socket
+  // path could not be bound); the destructor still gets here.
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }
 
 }  // namespace ruleplane::api

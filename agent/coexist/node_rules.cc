@@ -158,6 +158,15 @@ std::vector<HookedChain> NftHooks(const std::vector<NftChainRef>& chains) {
   return out;
 }
 
+std::vector<HookedChain> HooksOf(const render::TableSpec& table, const std::vector<render::ChainSpec>& chains) {
+  std::vector<HookedChain> out;
+  for (const render::ChainSpec& c : chains) {
+    if (!c.base) continue;
+    out.push_back({table.family, table.name, c.name, c.base->type, c.base->hook, c.base->priority, false});
+  }
+  return out;
+}
+
 std::vector<PriorityCollision> FindPriorityCollisions(uint32_t our_family, const std::string& our_table,
                                                       const std::vector<HookedChain>& ours,
                                                       const std::vector<HookedChain>& present) {

@@ -85,6 +85,8 @@ struct HookedChain {
 std::vector<HookedChain> LegacyHooks(const std::vector<LegacyTable>& tables);
 // The base chains among `chains`.
 std::vector<HookedChain> NftHooks(const std::vector<NftChainRef>& chains);
+// Our own base chains, from the rendered base ruleset.
+std::vector<HookedChain> HooksOf(const render::TableSpec& table, const std::vector<render::ChainSpec>& chains);
 
 struct PriorityCollision {
   HookedChain ours;

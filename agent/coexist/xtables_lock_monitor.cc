@@ -157,6 +157,7 @@ void XtablesLockMonitor::Watch() {
     file_id_ = FileId{major(st.st_dev), minor(st.st_dev), static_cast<uint64_t>(st.st_ino)};
     SetFileState("file", "");
     active_ = true;  // it may be held right now
+    last_event_ = absl::Now();
     return;
   }
   int stat_errno = errno;
@@ -302,7 +303,7 @@ void XtablesLockMonitor::Sample(absl::Time now) {
   holding_gauge_->Set(stats_.current ? 1 : 0);
   if (!locks.empty()) {
     last_entry_seen_ = now;
-  } else if (now - last_entry_seen_ >= options_.idle_after) {
+  } else if (now - std::max(last_entry_seen_, last_event_) >= options_.idle_after) {
     active_ = false;  // back to sleeping on inotify
   }
 }
@@ -407,7 +408,12 @@ void XtablesLockMonitor::Run() {
     if (fds[1].revents) return;
     bool rewatch = false;
     if (fds[0].revents & POLLIN) {
-      if (DrainEvents(&rewatch)) active_ = true;
+      if (DrainEvents(&rewatch)) {
+        // An open may precede its flock() by a moment: keep sampling for
+        // idle_after from the latest event, not from the latest lock seen.
+        active_ = true;
+        last_event_ = absl::Now();
+      }
     }
     now = absl::Now();
     if (rewatch || (file_wd_ < 0 && dir_wd_ < 0 && now - last_watch >= kRewatchRetry)) {

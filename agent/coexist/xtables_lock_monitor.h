@@ -144,6 +144,7 @@ class XtablesLockMonitor {
   pid_t current_holder_pid_ = 0;  // 0: nobody (pid -1 is an OFD lock)
   bool active_ = false;
   absl::Time last_entry_seen_ = absl::InfinitePast();
+  absl::Time last_event_ = absl::InfinitePast();  // latest open/close of the lock file
   absl::Time last_backend_check_ = absl::InfinitePast();
   bool backend_recheck_wanted_ = false;
   std::map<pid_t, absl::Time> waiting_since_;

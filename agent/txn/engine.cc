@@ -103,8 +103,20 @@ absl::Status Engine::Start() {
   index_.DiscardDelta();
   LOG(INFO) << "checkpoint loaded: found=" << loaded.found << " attachments=" << state_.size()
             << " journal_records=" << loaded.journal_records;
+  // Bring-up report (agent/bringup): one callback per step of Start().
+  auto phase = [this](const char* name, bool ok, const std::string& detail) {
+    if (options_.on_start_phase) options_.on_start_phase(name, ok, detail);
+  };
+  phase("checkpoint loaded", true,
+        absl::StrCat("found=", loaded.found, " attachments=", state_.size(), " journal_records=",
+                     loaded.journal_records, loaded.problem.empty() ? "" : " problem: " + loaded.problem));
 
-  ASSIGN_OR_RETURN(KernelTable kernel, port_->Dump(options_.layout.table, NFPROTO_INET));
+  absl::StatusOr<KernelTable> dumped = port_->Dump(options_.layout.table, NFPROTO_INET);
+  if (!dumped.ok()) {
+    phase("kernel state adopted", false, std::string(dumped.status().message()));
+    return dumped.status();
+  }
+  KernelTable kernel = *std::move(dumped);
   if ((!loaded.found || loaded.corrupt) && kernel.exists) {
     // No usable checkpoint but our table is in the kernel: keep its elements
     // (traffic keeps flowing) until the next garbage collection decides.
@@ -138,6 +150,8 @@ absl::Status Engine::Start() {
   }
   render::Plan plan = MakePlan(std::move(ops));
   info.elements = plan.ElementCount();
+  phase("kernel state adopted", true,
+        absl::StrCat("table existed=", kernel.exists, " ", summary.ToString(), " orphans=", index_.orphans()));
   absl::Time c0 = absl::Now();
   CommitReport report = port_->Commit(plan);
   info.commit = absl::Now() - c0;
@@ -148,10 +162,13 @@ absl::Status Engine::Start() {
     commits_failed_->Increment();
     if (!report.errors.empty()) info.failing_op = render::OpSummary(plan.ops[report.errors[0].op_index]);
     RecordCommit(info);
+    phase("base ruleset committed", false, std::string(report.status.message()));
     return absl::Status(report.status.code(),
                         absl::StrCat("commit base ruleset of table inet ", options_.layout.table, ": ",
                                      report.status.message()));
   }
+  phase("base ruleset committed", true,
+        absl::StrCat("messages=", report.messages, " elements=", info.elements, " commit=", Ms(info.commit)));
   commits_ok_->Increment();
   last_commit_ts_->Set(absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch()));
   RecordCommit(info);
@@ -306,9 +323,14 @@ std::vector<CommitInfo> Engine::RecentCommits() const {
 }
 
 void Engine::RecordCommit(CommitInfo info) {
-  absl::MutexLock lock(&history_mu_);
-  history_.push_back(std::move(info));
-  while (history_.size() > options_.history) history_.pop_front();
+  std::optional<CommitInfo> copy;
+  if (options_.on_commit) copy = info;
+  {
+    absl::MutexLock lock(&history_mu_);
+    history_.push_back(std::move(info));
+    while (history_.size() > options_.history) history_.pop_front();
+  }
+  if (copy) options_.on_commit(*copy);
 }
 
 void Engine::Run() {

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -43,6 +44,8 @@
 
 namespace ruleplane::txn {
 
+struct CommitInfo;
+
 struct EngineOptions {
   render::Layout layout;
   std::string state_dir;
@@ -55,6 +58,14 @@ struct EngineOptions {
   absl::Duration periodic_resync = absl::Minutes(10);
   // How many finished commits RecentCommits() keeps.
   size_t history = 256;
+  // Called with every finished transaction (after it is in RecentCommits()),
+  // on the thread that finished it (the writer, or Start()'s caller). Keep
+  // it short: it delays the next commit. Used by WatchTransactions.
+  std::function<void(const CommitInfo&)> on_commit;
+  // Called as Start() passes each step, with the bring-up phase name
+  // ("checkpoint loaded", "kernel state adopted", "base ruleset committed")
+  // and a detail; a failed step gets ok=false.
+  std::function<void(const std::string& phase, bool ok, const std::string& detail)> on_start_phase;
 };
 
 struct MutationResult {

@@ -29,6 +29,8 @@ class AgentProcess {
   // SIGKILL and reap.
   void Kill();
   bool running() const { return pid_ > 0; }
+  // The agent's pid (`ip netns exec` execs it in place).
+  pid_t pid() const { return pid_; }
 
   std::string socket() const { return dir_ + "/ruleplane.sock"; }
   std::string state_dir() const { return dir_ + "/state"; }

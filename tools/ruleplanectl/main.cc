@@ -3,12 +3,15 @@
 //
 // Exit codes (stable; scripts and probes rely on them):
 //   0  ok / healthy
-//   1  the agent answered with an error, or is not ready/healthy
+//   1  the agent answered with an error, or is not ready/healthy; `diff`:
+//      differences; `locks`: lock path not a file, mixed iptables backends
+//      or monitor off; `bringup`: not ready; `snat`: not available
 //   2  usage error
 //   3  the agent is not reachable (socket missing, refused, timeout)
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -23,11 +26,18 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "ruleplane/v1/cni.grpc.pb.h"
 #include "ruleplane/v1/diagnostics.grpc.pb.h"
+#include "tools/grpc-reflect/reflection_client.h"
+#include "tools/ruleplanectl/bringup_svg.h"
 
 ABSL_FLAG(std::string, socket, "/run/ruleplane/ruleplane.sock", "the agent's unix socket");
 ABSL_FLAG(bool, json, false, "print JSON (protobuf JSON mapping) instead of tables");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5), "deadline for each call");
 ABSL_FLAG(uint32_t, limit, 50, "txns: how many transactions");
+ABSL_FLAG(bool, follow, false, "txns: after the last --limit ones, print transactions as they finish");
+ABSL_FLAG(uint32_t, count, 0, "txns --follow: stop after this many (0 = until interrupted)");
+ABSL_FLAG(std::string, svg, "", "bringup: also write the phase waterfall as an SVG file");
+ABSL_FLAG(uint32_t, previous, 5, "bringup: previous starts to show/compare");
+ABSL_FLAG(uint32_t, recent, 10, "locks: recent holds to show");
 
 namespace {
 
@@ -165,6 +175,185 @@ int Diff() {
   return r.differences().empty() ? kOk : kFailed;
 }
 
+std::string TxnLine(const ruleplane::v1::Transaction& t) {
+  std::string detail = t.failing_op().empty() ? t.reason() : t.failing_op() + ": " + t.error();
+  return absl::StrFormat("%-6d %-10s %-9d %-8d %-5d %-9d %-11s %-10s %-10s %s", t.id(), t.kind(), t.mutations(),
+                         t.rejected(), t.messages(), t.elements(), absl::StrCat(t.queue_wait_max_us() / 1000.0, "ms"),
+                         absl::StrCat(t.commit_us() / 1000.0, "ms"), t.result(), detail);
+}
+
+// txns --follow: the last --limit, then each new one as it finishes.
+int TxnsFollow() {
+  auto stub = ruleplane::v1::Diagnostics::NewStub(Dial());
+  grpc::ClientContext ctx;  // no deadline: follows until interrupted or --count
+  ruleplane::v1::WatchTransactionsRequest req;
+  req.set_backlog(absl::GetFlag(FLAGS_limit));
+  auto reader = stub->WatchTransactions(&ctx, req);
+  const bool json = absl::GetFlag(FLAGS_json);
+  const uint32_t count = absl::GetFlag(FLAGS_count);
+  if (!json) {
+    absl::PrintF("%-6s %-10s %-9s %-8s %-5s %-9s %-11s %-10s %-10s %s\n", "ID", "KIND", "MUTATIONS", "REJECTED",
+                 "MSGS", "ELEMENTS", "QUEUE_WAIT", "COMMIT", "RESULT", "DETAIL");
+  }
+  ruleplane::v1::Transaction t;
+  uint32_t seen = 0;
+  while (reader->Read(&t)) {
+    if (json) {
+      std::string out;
+      google::protobuf::util::JsonPrintOptions o;
+      o.preserve_proto_field_names = true;
+      (void)google::protobuf::util::MessageToJsonString(t, &out, o);  // a parsed message always prints
+      std::cout << out << std::endl;
+    } else {
+      std::cout << TxnLine(t) << std::endl;  // flushed: followed live, often through a pipe
+    }
+    if (count && ++seen >= count) {
+      ctx.TryCancel();
+      while (reader->Read(&t)) {
+      }
+      reader->Finish().IgnoreError();  // cancelled by us: not an error
+      return kOk;
+    }
+  }
+  return Report(reader->Finish());
+}
+
+std::string ProcessText(const ruleplane::v1::LockProcess& p) {
+  if (p.pid() < 0) return "an open-file-description lock";
+  if (!p.known()) return absl::StrCat("pid ", p.pid(), " (gone)");
+  return absl::StrCat(p.name(), " (pid ", p.pid(), ")",
+                      p.parent_pid() > 0 ? absl::StrCat(" child of ", p.parent_name(), " (pid ", p.parent_pid(), ")")
+                                         : "");
+}
+
+int Locks() {
+  auto stub = ruleplane::v1::Diagnostics::NewStub(Dial());
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  ruleplane::v1::GetLockStatsRequest req;
+  req.set_recent(absl::GetFlag(FLAGS_recent));
+  ruleplane::v1::GetLockStatsResponse r;
+  if (int rc = Report(stub->GetLockStats(&ctx, req, &r)); rc) return rc;
+  const bool problem = !r.monitoring() || r.file_state() != "file" || r.backends().mixed();
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(r);
+    return problem ? kFailed : kOk;
+  }
+  if (!r.monitoring()) {
+    std::cout << "xtables lock monitor: off (config xtables_lock.enabled)\n";
+    return kFailed;
+  }
+  absl::PrintF("lock file:     %s (%s)%s\n", r.path(), r.file_state(),
+               r.file_detail().empty() ? "" : "\n               " + r.file_detail());
+  if (r.has_current()) {
+    absl::PrintF("held now:      %s for %s, %d waiting\n", ProcessText(r.current().holder()),
+                 ruleplane::tools::HumanSeconds(r.current().held_seconds()), r.waiters_size());
+  } else {
+    absl::PrintF("held now:      no\n");
+  }
+  for (const auto& w : r.waiters()) absl::PrintF("  waiting:     %s\n", ProcessText(w));
+  absl::PrintF("holds:         %d seen, %d >= %s, longest %s, %d opens\n", r.holds(), r.long_holds(),
+               ruleplane::tools::HumanSeconds(r.long_hold_threshold_seconds()),
+               ruleplane::tools::HumanSeconds(r.longest_hold_seconds()), r.opens());
+  absl::PrintF("backends:      %s%s\n", r.backends().summary(),
+               r.backends().error().empty() ? "" : " (nf_tables unreadable: " + r.backends().error() + ")");
+  if (r.backends().mixed()) std::cout << "WARNING: both iptables backends hold tables on this node\n";
+  if (!r.recent().empty()) {
+    absl::PrintF("\n%-24s %-10s %-8s %s\n", "STARTED (UTC)", "HELD", "WAITERS", "HOLDER");
+    for (const auto& h : r.recent()) {
+      absl::PrintF("%-24s %-10s %-8d %s\n",
+                   absl::FormatTime("%Y-%m-%d %H:%M:%E3S", absl::FromUnixMicros(h.start_unix_us()), absl::UTCTimeZone()),
+                   ruleplane::tools::HumanSeconds(h.held_seconds()), h.max_waiters(), ProcessText(h.holder()));
+    }
+  }
+  if (!r.holders().empty()) {
+    absl::PrintF("\n%-20s %-7s %-10s %-10s %s\n", "HOLDER", "HOLDS", "TOTAL", "LONGEST", "LATEST");
+    for (const auto& h : r.holders()) {
+      absl::PrintF("%-20s %-7d %-10s %-10s %s\n", h.holder(), h.holds(),
+                   ruleplane::tools::HumanSeconds(h.total_seconds()), ruleplane::tools::HumanSeconds(h.longest_seconds()),
+                   h.example());
+    }
+  }
+  return problem ? kFailed : kOk;
+}
+
+int Bringup() {
+  auto stub = ruleplane::v1::Diagnostics::NewStub(Dial());
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  ruleplane::v1::GetBringupReportRequest req;
+  req.set_previous(absl::GetFlag(FLAGS_previous));
+  ruleplane::v1::GetBringupReportResponse r;
+  if (int rc = Report(stub->GetBringupReport(&ctx, req, &r)); rc) return rc;
+  const std::string svg_path = absl::GetFlag(FLAGS_svg);
+  if (!svg_path.empty()) {
+    std::vector<ruleplane::v1::BringupReport> previous(r.previous().begin(), r.previous().end());
+    std::ofstream out(svg_path);
+    out << ruleplane::tools::BringupSvg(r.current(), previous);
+    out.close();
+    if (!out) {
+      std::fprintf(stderr, "ruleplanectl: write %s failed\n", svg_path.c_str());
+      return kFailed;
+    }
+  }
+  const auto& c = r.current();
+  const int rc = c.outcome() == "ready" ? kOk : kFailed;
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(r);
+    return rc;
+  }
+  absl::PrintF("bring-up %s: pid %d, %s, %s%s\n", c.id(), c.pid(),
+               c.first_since_boot() ? "first start since boot" : "restart", c.outcome(),
+               c.ready_seconds() > 0 ? ", ready after " + ruleplane::tools::HumanSeconds(c.ready_seconds()) : "");
+  absl::PrintF("process started %.2fs after boot (%s UTC)\n\n", c.process_start_since_boot_seconds(),
+               absl::FormatTime("%Y-%m-%d %H:%M:%E3S", absl::FromUnixMicros(c.process_start_unix_us()),
+                                absl::UTCTimeZone()));
+  absl::PrintF("%-26s %-8s %-10s %-10s %s\n", "PHASE", "STATUS", "AT", "TOOK", "DETAIL");
+  for (const auto& p : c.phases()) {
+    absl::PrintF("%-26s %-8s %-10s %-10s %s\n", p.name(), p.status(),
+                 "+" + ruleplane::tools::HumanSeconds(p.start_seconds()),
+                 p.end_seconds() == p.start_seconds() ? "-"
+                                                      : ruleplane::tools::HumanSeconds(p.end_seconds() - p.start_seconds()),
+                 p.detail());
+  }
+  if (!r.previous().empty()) {
+    absl::PrintF("\nprevious starts (oldest first):\n");
+    for (const auto& p : r.previous()) {
+      absl::PrintF("  %s  %-8s %s%s\n",
+                   absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMicros(p.process_start_unix_us()),
+                                    absl::UTCTimeZone()),
+                   p.outcome(), p.ready_seconds() > 0 ? "ready after " + ruleplane::tools::HumanSeconds(p.ready_seconds()) : "",
+                   p.first_since_boot() ? " (first since boot)" : "");
+    }
+  }
+  if (!svg_path.empty()) absl::PrintF("\nwaterfall: %s\n", svg_path);
+  return rc;
+}
+
+// SNAT statistics come from Diagnostics/GetSnatStats. It is called through
+// server reflection, so this CLI works against agents with and without it
+// (and needs no rebuild when its fields grow).
+int Snat() {
+  ruleplane::tools::ReflectionClient client(Dial(), absl::GetFlag(FLAGS_timeout));
+  absl::StatusOr<const google::protobuf::MethodDescriptor*> m = client.FindMethod("ruleplane.v1.Diagnostics/GetSnatStats");
+  if (!m.ok()) {
+    if (m.status().code() == absl::StatusCode::kUnavailable || m.status().code() == absl::StatusCode::kDeadlineExceeded) {
+      return Report(grpc::Status(grpc::StatusCode::UNAVAILABLE, std::string(m.status().message())));
+    }
+    std::fprintf(stderr, "ruleplanectl: snat: not available: this agent has no Diagnostics/GetSnatStats (%s)\n",
+                 std::string(m.status().message()).c_str());
+    return kFailed;
+  }
+  absl::Status s = client.Call(*m, "", absl::GetFlag(FLAGS_timeout), 1, [](const std::string& json) {
+    std::cout << json << "\n";
+    return true;
+  });
+  if (!s.ok()) {
+    return Report(grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message())));
+  }
+  return kOk;
+}
+
 // Usable as an exec probe: 0 when SERVING.
 int Health() {
   auto stub = grpc::health::v1::Health::NewStub(Dial());
@@ -188,7 +377,8 @@ int Health() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "ruleplanectl [--socket PATH] [--json] COMMAND\n"
-      "commands: status | attachments | txns [--limit N] | ruleset | diff | health\n"
+      "commands: status | attachments | txns [--limit N] [--follow [--count N]] | locks [--recent N] |\n"
+      "          ruleset | diff | snat | bringup [--svg FILE] [--previous N] | health\n"
       "exit codes: 0 ok, 1 agent error or not ready, 2 usage, 3 agent not reachable");
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() != 2) {
@@ -198,7 +388,10 @@ int main(int argc, char** argv) {
   std::string cmd = rest[1];
   if (cmd == "status") return Status();
   if (cmd == "attachments") return Attachments();
-  if (cmd == "txns") return Txns();
+  if (cmd == "txns") return absl::GetFlag(FLAGS_follow) ? TxnsFollow() : Txns();
+  if (cmd == "locks") return Locks();
+  if (cmd == "bringup") return Bringup();
+  if (cmd == "snat") return Snat();
   if (cmd == "ruleset") return Ruleset();
   if (cmd == "diff") return Diff();
   if (cmd == "health") return Health();

@@ -2,6 +2,7 @@
 
 #include <linux/netfilter.h>
 
+#include "agent/render/render.h"
 #include "gtest/gtest.h"
 
 namespace ruleplane::coexist {
@@ -79,6 +80,24 @@ TEST(FindPriorityCollisions, LegacyTablesHaveFixedPriorities) {
   std::vector<PriorityCollision> c = FindPriorityCollisions(NFPROTO_INET, "ruleplane", ours, legacy);
   ASSERT_EQ(c.size(), 1u);
   EXPECT_NE(c[0].message.find("ip nat (iptables-legacy)"), std::string::npos) << c[0].message;
+}
+
+TEST(FindPriorityCollisions, OurRenderedBaseRulesetAgainstKubeProxyAndCalico) {
+  render::Layout layout;
+  render::BaseRuleset base = render::RenderBase(layout);
+  std::vector<HookedChain> ours = HooksOf(base.table, base.chains);
+  ASSERT_EQ(ours.size(), 3u) << "nat-prerouting, nat-output, nat-postrouting";
+  // kube-proxy (nftables mode) and Calico priorities never equal ours.
+  std::vector<HookedChain> others = NftHooks({
+      Base(NFPROTO_IPV4, "kube-proxy", "nat-prerouting", NF_INET_PRE_ROUTING, -100),
+      Base(NFPROTO_IPV4, "kube-proxy", "nat-output", NF_INET_LOCAL_OUT, -100),
+      Base(NFPROTO_IPV4, "kube-proxy", "nat-postrouting", NF_INET_POST_ROUTING, 100),
+      Base(NFPROTO_IPV4, "calico", "nat-postrouting", NF_INET_POST_ROUTING, 110),
+  });
+  std::vector<HookedChain> legacy = LegacyHooks({{NFPROTO_IPV4, "nat"}, {NFPROTO_IPV4, "mangle"},
+                                                 {NFPROTO_IPV4, "raw"}, {NFPROTO_IPV4, "filter"}});
+  others.insert(others.end(), legacy.begin(), legacy.end());
+  EXPECT_TRUE(FindPriorityCollisions(base.table.family, base.table.name, ours, others).empty());
 }
 
 }  // namespace
