@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -16,7 +17,9 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "agent/api/commit_hub.h"
 #include "agent/api/server.h"
@@ -29,11 +32,16 @@
 #include "agent/common/metrics.h"
 #include "agent/common/metrics_server.h"
 #include "agent/common/status_macros.h"
+#include "agent/config/snat_config.h"
 #include "agent/kernel/nft/list.h"
 #include "agent/kernel/nft/netlink_nft_port.h"
 #include "agent/render/render.h"
 #include "agent/txn/drift_monitor.h"
 #include "agent/txn/engine.h"
+#include "agent/txn/snat_monitor.h"
+#ifdef RULEPLANE_HAVE_BPF
+#include "agent/kernel/bpf/bpf_snat_port.h"
+#endif
 #include "glog/logging.h"
 #include "google/protobuf/util/json_util.h"
 #include "ruleplane/v1/config.pb.h"
@@ -62,6 +70,17 @@ ABSL_FLAG(std::string, cni_conf_dir, "", "CNI config dir to install the conflist
 ABSL_FLAG(std::string, cni_conflist_file, "", "the conflist to install (main plugin + ruleplane)");
 ABSL_FLAG(bool, uninstall, false,
           "remove the CNI conflist, the nftables table and the state files, then exit (never done on a plain stop)");
+// Pod egress SNAT (agent/backend/README.md); the config file has more.
+ABSL_FLAG(std::string, snat_mode, "off", "nftables|bpf|off: how pod egress is translated; config snat_mode");
+ABSL_FLAG(std::string, snat_egress_interface, "", "IF[,IF]: interfaces pod egress leaves through");
+ABSL_FLAG(std::string, snat_egress_ips, "",
+          "IP[,IP]: ordered egress address pool (default: primary IPv4 of the first egress interface)");
+ABSL_FLAG(std::string, snat_exclude, "", "CIDR[,CIDR]: destinations that keep the pod source address");
+ABSL_FLAG(std::string, snat_port_range, "", "LO-HI: source ports of translated flows (default per backend)");
+ABSL_FLAG(bool, snat_fully_random, true, "random source port per translated flow");
+ABSL_FLAG(bool, snat_ipv6, false, "translate IPv6 pods too (nftables mode)");
+ABSL_FLAG(std::string, snat_egress_ipv6_ips, "", "IP[,IP]: IPv6 egress addresses (the first is used)");
+ABSL_FLAG(std::string, bpf_pin_dir, "/sys/fs/bpf/ruleplane", "bpffs directory for the BPF maps (ours alone)");
 ABSL_FLAG(bool, exit_after_start, false,
           "converge the table, print it is ready and exit (for tests and node bootstrap)");
 
@@ -112,6 +131,24 @@ absl::StatusOr<v1::AgentConfig> LoadConfig() {
   if (FlagSet("socket_gid") || !cfg.has_socket_gid()) cfg.set_socket_gid(absl::GetFlag(FLAGS_socket_gid));
   if (cfg.mutation_uids_size() == 0) cfg.add_mutation_uids(0);
   if (FlagSet("drift_repair") || !cfg.has_drift_repair()) cfg.set_drift_repair(absl::GetFlag(FLAGS_drift_repair));
+  // SNAT: a list flag given on the command line replaces the file's list.
+  auto pick_list = [](const std::string& flag, const std::string& value, google::protobuf::RepeatedPtrField<std::string>* f) {
+    if (!FlagSet(flag)) return;
+    f->Clear();
+    for (absl::string_view item : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
+      f->Add(std::string(absl::StripAsciiWhitespace(item)));
+    }
+  };
+  pick("snat_mode", absl::GetFlag(FLAGS_snat_mode), cfg.mutable_snat_mode());
+  pick_list("snat_egress_interface", absl::GetFlag(FLAGS_snat_egress_interface), cfg.mutable_snat_egress_interfaces());
+  pick_list("snat_egress_ips", absl::GetFlag(FLAGS_snat_egress_ips), cfg.mutable_snat_egress_ips());
+  pick_list("snat_exclude", absl::GetFlag(FLAGS_snat_exclude), cfg.mutable_snat_exclude());
+  pick_list("snat_egress_ipv6_ips", absl::GetFlag(FLAGS_snat_egress_ipv6_ips), cfg.mutable_snat_egress_ipv6_ips());
+  if (FlagSet("snat_port_range")) cfg.set_snat_port_range(absl::GetFlag(FLAGS_snat_port_range));
+  if (FlagSet("snat_fully_random")) cfg.set_snat_fully_random(absl::GetFlag(FLAGS_snat_fully_random));
+  if (FlagSet("snat_ipv6")) cfg.set_snat_ipv6(absl::GetFlag(FLAGS_snat_ipv6));
+  if (FlagSet("bpf_pin_dir") || !cfg.has_bpf_pin_dir()) cfg.set_bpf_pin_dir(absl::GetFlag(FLAGS_bpf_pin_dir));
+  if (absl::StatusOr<core::SnatSettings> snat = config::SnatSettingsFromConfig(cfg); !snat.ok()) return snat.status();
   // Operations: flags given on the command line win over the file.
   v1::XtablesLockConfig* lock = cfg.mutable_xtables_lock();
   pick("xtables_lock_path", absl::GetFlag(FLAGS_xtables_lock_path), lock->mutable_path());
@@ -228,6 +265,15 @@ int RunUninstall(const v1::AgentConfig& cfg) {
     std::fprintf(stderr, "ruleplane-agent: uninstall: %s\n", std::string(port.status().message()).c_str());
     return 1;
   }
+#ifdef RULEPLANE_HAVE_BPF
+  // The BPF SNAT dataplane first: its hook record lives in the state dir.
+  kernel::bpf::BpfSnatPort bpf_port({cfg.state_dir(), cfg.bpf_pin_dir()});
+  if (absl::Status s = bpf_port.Converge(render::BpfSnatPlan{}, {}); !s.ok()) {
+    std::fprintf(stderr, "ruleplane-agent: uninstall bpf snat: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  std::printf("uninstall: bpf snat filters and pins in %s removed\n", cfg.bpf_pin_dir().c_str());
+#endif
   bringup::UninstallOptions o{cfg.table(), cfg.state_dir(), cfg.socket(), cfg.cni().conf_dir(),
                               cfg.cni().conflist_name()};
   absl::StatusOr<std::vector<std::string>> done = bringup::Uninstall(o, port->get());
@@ -307,6 +353,23 @@ int Main() {
     return 2;
   }
   if (owner) opts.layout.table_flags = kernel::nft::kTableFlagOwner | kernel::nft::kTableFlagPersist;
+  // SNAT: the backend's nftables objects join the base ruleset; the BPF
+  // dataplane port is there in every mode, so leaving bpf mode (even across
+  // a restart) removes what a bpf-mode agent left behind.
+  absl::StatusOr<core::SnatSettings> snat_settings = config::SnatSettingsFromConfig(*cfg);
+  if (!snat_settings.ok()) {
+    std::fprintf(stderr, "ruleplane-agent: bad configuration: %s\n", std::string(snat_settings.status().message()).c_str());
+    return 2;
+  }
+  opts.layout.snat = *snat_settings;
+#ifdef RULEPLANE_HAVE_BPF
+  opts.dataplane = std::make_shared<kernel::bpf::BpfSnatPort>(
+      kernel::bpf::BpfSnatPortOptions{cfg->state_dir(), cfg->bpf_pin_dir()});
+#endif
+  LOG(INFO) << "snat " << core::DescribeSnat(opts.layout.snat);
+  // Published for the gRPC threads once the monitor runs (after Start()).
+  std::unique_ptr<txn::SnatMonitor> snat_monitor;
+  std::atomic<txn::SnatMonitor*> snat_monitor_ptr{nullptr};
 
   // Coexistence: hook priorities shared with other tables refuse the start
   // (unless allowed); the xtables lock monitor starts watching.
@@ -389,6 +452,15 @@ int Main() {
     }
     api_opts.bringup = &bringup;
     api_opts.commits = &commit_hub;
+    api_opts.snat_stats = [&snat_monitor_ptr]() -> std::optional<backend::SnatStats> {
+      txn::SnatMonitor* m = snat_monitor_ptr.load();
+      if (m == nullptr) return std::nullopt;
+      return m->Latest();
+    };
+    api_opts.snat_settings = [&snat_monitor_ptr]() -> std::string {
+      txn::SnatMonitor* m = snat_monitor_ptr.load();
+      return m == nullptr ? "" : core::DescribeSnat(m->Settings());
+    };
     auto srv = api::ApiServer::Start(std::move(api_opts), engine->get(), std::move(*read_port));
     if (!srv.ok()) {
       bringup.End(serving, bringup::PhaseStatus::kFailed, std::string(srv.status().message()));
@@ -406,12 +478,25 @@ int Main() {
   LOG(INFO) << "ruleplane-agent ready: table=inet " << cfg->table() << " state_dir=" << cfg->state_dir()
             << " socket=" << cfg->socket() << " owner=" << owner;
   if (absl::GetFlag(FLAGS_exit_after_start)) {
+    bringup.MarkReady();  // converged is this mode's "ready"; the history then says "stopped"
     std::printf("ready: table inet %s converged\n", cfg->table().c_str());
     return 0;
   }
   api_server->SetReady(true);
-  // The SNAT engineer's BPF datapath reports here when it is wired in.
-  bringup.Instant(bringup::kBpfAttached, bringup::PhaseStatus::kSkipped, "no BPF datapath configured");
+  if (opts.layout.snat.mode == core::SnatMode::kBpf) {
+    bringup.Instant(bringup::kBpfAttached, bringup::PhaseStatus::kOk,
+                    "tc snat on " + absl::StrJoin(opts.layout.snat.egress_interfaces, ",") + ", maps pinned in " +
+                        opts.layout.snat.bpf_pin_dir);
+  } else {
+    bringup.Instant(bringup::kBpfAttached, bringup::PhaseStatus::kSkipped,
+                    absl::StrCat("snat_mode ", core::SnatModeName(opts.layout.snat.mode)));
+  }
+  txn::SnatMonitorOptions monitor_opts;
+  monitor_opts.table = cfg->table();
+  if (cfg->has_snat_stats_interval_ms()) monitor_opts.interval = absl::Milliseconds(cfg->snat_stats_interval_ms());
+  if (cfg->has_snat_stats_top_k()) monitor_opts.top_k = cfg->snat_stats_top_k();
+  snat_monitor = txn::SnatMonitor::Start(engine->get(), monitor_opts, opts.layout.snat, &registry);
+  snat_monitor_ptr.store(snat_monitor.get());
   bringup.MarkReady();
 
   std::unique_ptr<metrics::MetricsServer> metrics_server;
@@ -473,6 +558,12 @@ int Main() {
       render::Layout layout = opts.layout;
       layout.dnat_priority = next->has_dnat_priority() ? next->dnat_priority() : render::kDnatPriority;
       layout.snat_priority = next->has_snat_priority() ? next->snat_priority() : render::kSnatPriority;
+      absl::StatusOr<core::SnatSettings> next_snat = config::SnatSettingsFromConfig(*next);
+      if (!next_snat.ok()) {
+        LOG(ERROR) << "SIGHUP: config rejected, keeping the running one: " << next_snat.status().message();
+        continue;
+      }
+      layout.snat = *next_snat;
       if (!next->allow_priority_collision()) {
         absl::StatusOr<std::vector<coexist::PriorityCollision>> c = PriorityCollisions(layout);
         if (!c.ok() || !c->empty()) {
@@ -487,6 +578,8 @@ int Main() {
       }
       opts.layout = layout;
       *cfg = *next;
+      if (snat_monitor) snat_monitor->SetSettings(layout.snat);
+      LOG(INFO) << "SIGHUP: snat " << core::DescribeSnat(layout.snat);
       LOG(INFO) << "SIGHUP: configuration reloaded";
       continue;
     }
@@ -496,6 +589,8 @@ int Main() {
   api_server->SetReady(false, "shutting down");
   api_server->Shutdown();
   drift.reset();
+  snat_monitor_ptr.store(nullptr);
+  snat_monitor.reset();
   metrics_server.reset();
   (*engine)->Stop();
   return 0;

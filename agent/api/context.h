@@ -17,6 +17,7 @@
 #include "agent/api/commit_hub.h"
 #include "agent/api/peer_listener.h"
 #include "agent/api/reader_thread.h"
+#include "agent/backend/snat_stats.h"
 #include "agent/bringup/recorder.h"
 #include "agent/coexist/xtables_lock_monitor.h"
 #include "agent/txn/engine.h"
@@ -40,6 +41,11 @@ struct ApiOptions {
   bool table_owner = false;
   std::string version;
   int max_message_bytes = 4 << 20;
+  // Latest SNAT statistics snapshot (GetSnatStats); unset = SNAT monitor
+  // not running.
+  std::function<std::optional<backend::SnatStats>()> snat_stats;
+  // The SNAT settings in use, one line (GetSnatStats.settings).
+  std::function<std::string()> snat_settings;
   // Operations diagnostics; unset = "not available" answers.
   // xtables lock monitor snapshot (nullopt: monitor off).
   std::function<std::optional<coexist::LockStats>()> lock_stats;

@@ -43,7 +43,7 @@ grpc::ServerUnaryReactor* DiagnosticsService::GetStatus(grpc::CallbackServerCont
   resp->set_kernel(KernelRelease());
   resp->set_table(ctx_->options().table);
   resp->set_table_owner(ctx_->options().table_owner);
-  resp->set_snat_backend("off");
+  resp->set_snat_backend(std::string(core::SnatModeName(ctx_->engine()->snat_mode())));
   resp->set_queue_depth(ctx_->engine()->QueueDepth());
   resp->set_drift_repairs(ctx_->engine()->drift_repairs());
   resp->set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - ctx_->started()));
@@ -126,9 +126,11 @@ grpc::ServerUnaryReactor* DiagnosticsService::DiffDesiredActual(grpc::CallbackSe
     if (cancelled) return reactor->Finish(ToGrpcStatus(absl::UnavailableError("agent is shutting down")));
     txn::DesiredElements desired;
     render::BaseRuleset base;
-    absl::Status s = ctx->engine()->Inspect([&](const core::DesiredState&, const render::ElementIndex& idx) {
+    absl::Status s = ctx->engine()->Inspect([&](const core::DesiredState&, const render::ElementIndex&) {
       base = ctx->engine()->base();  // copied on the writer: Reconfigure() may replace it
-      for (const render::SetSpec& set : base.sets) desired[set.name] = idx.ElementsIn(set.name);
+      // Pods plus configuration (SNAT exclusions, interfaces) and dynamic
+      // (failover steering) elements.
+      desired = ctx->engine()->DesiredElementsNow();
     });
     if (!s.ok()) return reactor->Finish(ToGrpcStatus(s));
     absl::StatusOr<txn::KernelTable> t = ctx->read_port()->Dump(ctx->options().table, NFPROTO_INET);

@@ -24,6 +24,9 @@ class DiagnosticsService final : public v1::Diagnostics::CallbackService {
   grpc::ServerUnaryReactor* DiffDesiredActual(grpc::CallbackServerContext* c,
                                               const v1::DiffDesiredActualRequest* req,
                                               v1::DiffDesiredActualResponse* resp) override;
+  // SNAT saturation snapshot (diagnostics_snat.cc).
+  grpc::ServerUnaryReactor* GetSnatStats(grpc::CallbackServerContext* c, const v1::GetSnatStatsRequest* req,
+                                         v1::GetSnatStatsResponse* resp) override;
   // Operations (diagnostics_ops.cc).
   grpc::ServerWriteReactor<v1::Transaction>* WatchTransactions(grpc::CallbackServerContext* c,
                                                                const v1::WatchTransactionsRequest* req) override;

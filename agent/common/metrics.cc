@@ -86,6 +86,20 @@ Histogram* Registry::GetHistogram(const std::string& name, const std::string& he
   return slot.get();
 }
 
+void Registry::ReplaceGauges(const std::string& name, const std::string& help,
+                             const std::map<Labels, double>& series) {
+  absl::MutexLock lock(&mu_);
+  auto& gauges = FamilyFor(name, Type::kGauge, help).gauges;
+  for (auto it = gauges.begin(); it != gauges.end();) {
+    it = series.count(it->first) ? std::next(it) : gauges.erase(it);
+  }
+  for (const auto& [labels, value] : series) {
+    auto& slot = gauges[labels];
+    if (!slot) slot = std::make_unique<Gauge>();
+    slot->Set(value);
+  }
+}
+
 namespace {
 
 std::string Escape(const std::string& v) {

@@ -75,6 +75,13 @@ class Registry {
                           const std::vector<double>& bounds, const Labels& labels = {})
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Makes gauge family `name` hold exactly `series` (labels -> value):
+  // listed series are set, every other series of the family is removed.
+  // For families whose label values come and go (a top-k); never keep a
+  // Gauge* of such a family, since removed series are freed.
+  void ReplaceGauges(const std::string& name, const std::string& help,
+                     const std::map<Labels, double>& series) ABSL_LOCKS_EXCLUDED(mu_);
+
   // Prometheus text exposition format 0.0.4.
   std::string Render() const ABSL_LOCKS_EXCLUDED(mu_);
 

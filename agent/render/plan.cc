@@ -175,13 +175,18 @@ struct ExprText {
     std::string s = absl::StrCat("[ nat ", e.type == NFT_NAT_SNAT ? "snat" : "dnat", " ",
                                  e.family == NFPROTO_IPV4 ? "ip" : "ip6");
     if (e.reg_addr_min) absl::StrAppend(&s, " addr_min ", Reg(e.reg_addr_min));
+    if (e.reg_addr_max) absl::StrAppend(&s, " addr_max ", Reg(e.reg_addr_max));
     if (e.reg_proto_min) absl::StrAppend(&s, " proto_min ", Reg(e.reg_proto_min));
+    if (e.reg_proto_max) absl::StrAppend(&s, " proto_max ", Reg(e.reg_proto_max));
     return absl::StrCat(s, " flags 0x", absl::Hex(e.flags), " ]");
   }
   std::string operator()(const expr::Masquerade& e) const {
     return absl::StrCat("[ masq flags 0x", absl::Hex(e.flags), " ]");
   }
   std::string operator()(const expr::Counter&) const { return "[ counter ]"; }
+  std::string operator()(const expr::Immediate& e) const {
+    return absl::StrCat("[ immediate ", Reg(e.dreg), " ", Hex(e.data), " ]");
+  }
   std::string operator()(const expr::Verdict& e) const {
     std::string s = absl::StrCat("[ immediate verdict ", e.code);
     if (!e.chain.empty()) absl::StrAppend(&s, " chain ", e.chain);
@@ -199,6 +204,7 @@ uint32_t DataTypeLen(DataType type) {
     case DataType::kInetProto: return 1;
     case DataType::kInetService: return 2;
     case DataType::kMark: return 4;
+    case DataType::kIfname: return 16;
   }
   return 0;
 }
@@ -211,6 +217,7 @@ absl::string_view DataTypeName(DataType type) {
     case DataType::kInetProto: return "inet_proto";
     case DataType::kInetService: return "inet_service";
     case DataType::kMark: return "mark";
+    case DataType::kIfname: return "ifname";
   }
   return "unknown";
 }

@@ -30,6 +30,7 @@ enum class DataType : uint32_t {
   kInetProto = 12,
   kInetService = 13,
   kMark = 19,
+  kIfname = 41,  // interface name, IFNAMSIZ bytes, NUL padded
 };
 
 // Bytes one component occupies in the kernel's key (before 4-byte padding).
@@ -82,9 +83,14 @@ struct Element {
   std::string comment;        // element userdata comment: the owner tag
   std::string text;           // canonical text, e.g. "10.0.0.2" or "tcp . 8080 : 10.0.0.2 . 80"
   uint64_t origin = 0;        // intent id that caused this element; never sent to the kernel
+  // NFT_SET_ELEM_INTERVAL_END on the element that closes an interval (sets
+  // with NFT_SET_INTERVAL: a prefix is a start element and an end element
+  // holding the first address after it). Part of the identity: the kernel
+  // finds interval elements by key and this flag.
+  uint32_t flags = 0;
 
   friend bool operator==(const Element& a, const Element& b) {
-    return a.key == b.key && a.data == b.data;
+    return a.key == b.key && a.data == b.data && a.flags == b.flags;
   }
 };
 
@@ -134,6 +140,13 @@ struct Nat {
   uint32_t reg_addr_min = 0;   // 0 = unset
   uint32_t reg_proto_min = 0;  // 0 = unset
   uint32_t flags = 0;          // NF_NAT_RANGE_*
+  uint32_t reg_addr_max = 0;   // 0 = unset (the kernel then uses the min register)
+  uint32_t reg_proto_max = 0;  // 0 = unset
+};
+// Loads constant data into a register (not a verdict: see Verdict).
+struct Immediate {
+  uint32_t dreg = 0;
+  std::vector<uint8_t> data;
 };
 struct Masquerade {
   uint32_t flags = 0;  // NF_NAT_RANGE_*
@@ -147,7 +160,7 @@ struct Verdict {
 
 using Expr = std::variant<expr::Meta, expr::Payload, expr::Cmp, expr::Bitwise, expr::Lookup,
                           expr::Fib, expr::Ct, expr::Nat, expr::Masquerade, expr::Counter,
-                          expr::Verdict>;
+                          expr::Verdict, expr::Immediate>;
 
 struct RuleSpec {
   std::string chain;

@@ -49,6 +49,8 @@ uint32_t Fnv1a(absl::string_view s) {
   return h;
 }
 
+}  // namespace
+
 RuleSpec MakeRule(std::string chain, std::string name, std::string text, std::vector<Expr> exprs) {
   RuleSpec r;
   r.chain = std::move(chain);
@@ -60,6 +62,8 @@ RuleSpec MakeRule(std::string chain, std::string name, std::string text, std::ve
   r.exprs = std::move(exprs);
   return r;
 }
+
+namespace {
 
 expr::Cmp CmpEq(uint32_t reg, std::vector<uint8_t> data) {
   return expr::Cmp{reg, NFT_CMP_EQ, std::move(data)};

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "agent/core/desired_state.h"
+#include "agent/core/snat.h"
 #include "agent/core/types.h"
 #include "agent/render/plan.h"
 
@@ -49,24 +50,39 @@ struct Layout {
   uint32_t table_flags = 0;  // NFT_TABLE_F_OWNER | NFT_TABLE_F_PERSIST when enabled
   int32_t dnat_priority = kDnatPriority;
   int32_t snat_priority = kSnatPriority;
+  // Pod egress SNAT; the backend for its mode adds its objects to the base
+  // ruleset (backend::RenderFullBase) and/or plans the BPF dataplane.
+  core::SnatSettings snat;
 };
-
-// The table, chains, sets and rules (no elements): what must exist before
-// any element can be added. Ops in dependency order.
-struct BaseRuleset {
-  TableSpec table;
-  std::vector<ChainSpec> chains;
-  std::vector<SetSpec> sets;
-  std::vector<RuleSpec> rules;  // in chain order, grouped by chain
-};
-BaseRuleset RenderBase(const Layout& layout);
-// The base ruleset as create-if-missing ops.
-std::vector<Op> BaseOps(const BaseRuleset& base);
 
 struct SetElement {
   std::string set;
   Element element;
 };
+
+// The table, chains, sets and rules: what must exist before any pod element
+// can be added. Ops in dependency order.
+struct BaseRuleset {
+  TableSpec table;
+  std::vector<ChainSpec> chains;
+  std::vector<SetSpec> sets;
+  std::vector<RuleSpec> rules;  // in chain order, grouped by chain
+  // Elements that come from configuration, not from pods (e.g. SNAT
+  // exclusions, egress interfaces). Converged like pod elements; they change
+  // only when the layout changes.
+  std::vector<SetElement> elements;
+  // Sets whose elements the agent computes at run time from kernel
+  // observations (SNAT failover steering): at start their kernel elements
+  // are adopted as they are instead of being deleted.
+  std::vector<std::string> dynamic_sets;
+};
+BaseRuleset RenderBase(const Layout& layout);
+// A rule with its identity tag "ruleplane:<name>:<hash of chain, text and
+// expressions>": a changed definition is a different rule on read-back.
+RuleSpec MakeRule(std::string chain, std::string name, std::string text, std::vector<Expr> exprs);
+// The base ruleset as create-if-missing ops.
+std::vector<Op> BaseOps(const BaseRuleset& base);
+
 // Every element one attachment owns. Pure and deterministic.
 std::vector<SetElement> ElementsOf(const core::Attachment& a);
 

@@ -2,6 +2,7 @@
 
 #include <linux/netfilter.h>
 
+#include <algorithm>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -33,7 +34,7 @@ Engine::Engine(EngineOptions options, std::unique_ptr<NftPort> port,
                std::unique_ptr<StateStore> store, metrics::Registry* registry)
     : options_(std::move(options)),
       layout_(options_.layout),
-      base_(render::RenderBase(layout_)),
+      base_(backend::RenderFullBase(layout_)),
       port_(std::move(port)),
       store_(std::move(store)) {
   auto& r = *registry;
@@ -66,6 +67,12 @@ Engine::Engine(EngineOptions options, std::unique_ptr<NftPort> port,
                                  "Failures writing the journal or checkpoint");
   attachments_ = r.GetGauge("ruleplane_attachments", "Attachments in the desired state");
   elements_ = r.GetGauge("ruleplane_nft_elements", "Set and map elements the agent owns");
+  dataplane_errors_ = r.GetCounter("ruleplane_dataplane_errors_total",
+                                   "Failed updates of the BPF dataplane (retried by converging again)");
+  dataplane_syncs_ = r.GetCounter("ruleplane_dataplane_converges_total",
+                                  "Full convergences of the BPF dataplane (start, reload, resync, retry)");
+  snat_backend_ = backend::MakeSnatBackend(layout_.snat);
+  snat_mode_.store(layout_.snat.mode);
 }
 
 Engine::~Engine() { Stop(); }
@@ -84,7 +91,147 @@ DesiredElements Engine::DesiredElementsNow() const {
     std::vector<render::Element> v = index_.ElementsIn(s.name);
     if (!v.empty()) out.emplace(s.name, std::move(v));
   }
+  // Configuration and dynamic elements live in sets no pod writes to.
+  for (const render::SetElement& se : base_.elements) out[se.set].push_back(se.element);
+  for (const auto& [set, elements] : dynamic_) {
+    for (const auto& [id, e] : elements) out[set].push_back(e);
+  }
   return out;
+}
+
+namespace {
+
+// The IPv4 pod addresses of a committed plan's pod-ipv4 element ops.
+void PodDelta(const render::Plan& plan, std::vector<render::Ipv4Bytes>& added,
+              std::vector<render::Ipv4Bytes>& removed) {
+  auto take = [](const std::vector<render::Element>& elements, std::vector<render::Ipv4Bytes>& out) {
+    for (const render::Element& e : elements) {
+      if (e.key.size() == 4) out.push_back({e.key[0], e.key[1], e.key[2], e.key[3]});
+    }
+  };
+  for (const render::Op& o : plan.ops) {
+    if (const auto* a = std::get_if<render::op::AddElements>(&o); a && a->set == render::kSetPodIpv4) {
+      take(a->elements, added);
+    }
+    if (const auto* d = std::get_if<render::op::DeleteElements>(&o); d && d->set == render::kSetPodIpv4) {
+      take(d->elements, removed);
+    }
+  }
+}
+
+}  // namespace
+
+absl::Status Engine::SyncDataplane(const std::string& why) {
+  render::BpfSnatPlan plan = snat_backend_->PlanBpf();
+  if (!options_.dataplane) {
+    dataplane_dirty_ = false;
+    if (!plan.enabled) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        "snat_mode bpf: this agent has no BPF dataplane (built with RULEPLANE_BUILD_BPF=OFF)");
+  }
+  std::vector<render::Ipv4Bytes> pods;
+  if (plan.enabled) {
+    for (const render::Element& e : index_.ElementsIn(render::kSetPodIpv4)) {
+      if (e.key.size() == 4) pods.push_back({e.key[0], e.key[1], e.key[2], e.key[3]});
+    }
+  }
+  dataplane_syncs_->Increment();
+  const absl::Time t0 = absl::Now();
+  absl::Status s = options_.dataplane->Converge(plan, pods);
+  if (!s.ok()) {
+    dataplane_errors_->Increment();
+    dataplane_dirty_ = true;
+    dataplane_retry_at_ = absl::Now() + options_.dataplane_retry;
+    LOG_EVERY_T(ERROR, 5) << "dataplane converge (" << why << ") failed, will retry: " << s;
+    return s;
+  }
+  if (dataplane_dirty_ || plan.enabled) {
+    LOG(INFO) << "dataplane converged (" << why << "): " << options_.dataplane->Describe()
+              << " took=" << Ms(absl::Now() - t0);
+  }
+  dataplane_dirty_ = false;
+  return absl::OkStatus();
+}
+
+void Engine::UpdateDataplanePods(const render::Plan& committed) {
+  if (!options_.dataplane || dataplane_dirty_ || !snat_backend_->PlanBpf().enabled) return;
+  std::vector<render::Ipv4Bytes> added, removed;
+  PodDelta(committed, added, removed);
+  if (added.empty() && removed.empty()) return;
+  if (absl::Status s = options_.dataplane->UpdatePods(added, removed); !s.ok()) {
+    // The pods are committed to nftables and journaled; the BPF map catches
+    // up with a full converge shortly (Run() retries).
+    dataplane_errors_->Increment();
+    dataplane_dirty_ = true;
+    dataplane_retry_at_ = absl::Now();
+    LOG_EVERY_T(ERROR, 5) << "dataplane pod update failed, converging again: " << s;
+  }
+}
+
+absl::Status Engine::SetDynamicElements(std::vector<render::SetElement> elements, absl::Duration timeout) {
+  auto result = std::make_shared<absl::Status>();
+  absl::Status queued = RunOnWriter(
+      [this, elements = std::move(elements), result]() mutable {
+        std::map<std::string, std::map<std::pair<std::vector<uint8_t>, uint32_t>, render::Element>> want;
+        for (const std::string& set : base_.dynamic_sets) want[set];
+        for (render::SetElement& se : elements) {
+          auto it = want.find(se.set);
+          if (it == want.end()) {
+            *result = absl::InvalidArgumentError(
+                absl::StrCat("set dynamic elements: ", se.set, " is not a dynamic set of the current ruleset"));
+            return;
+          }
+          std::pair<std::vector<uint8_t>, uint32_t> id{se.element.key, se.element.flags};
+          it->second[id] = std::move(se.element);
+        }
+        std::vector<render::Op> deletes, adds;
+        for (auto& [set, wanted] : want) {
+          render::op::DeleteElements del{set, {}};
+          render::op::AddElements add{set, {}};
+          const auto& have = dynamic_[set];
+          for (const auto& [id, e] : have) {
+            auto w = wanted.find(id);
+            if (w == wanted.end() || w->second.data != e.data) del.elements.push_back(e);
+          }
+          for (const auto& [id, e] : wanted) {
+            auto h = have.find(id);
+            if (h == have.end() || h->second.data != e.data) add.elements.push_back(e);
+          }
+          if (!del.elements.empty()) deletes.push_back(std::move(del));
+          if (!add.elements.empty()) adds.push_back(std::move(add));
+        }
+        for (render::Op& a : adds) deletes.push_back(std::move(a));
+        if (deletes.empty()) return;
+        CommitInfo info;
+        info.id = next_commit_id_++;
+        info.kind = "dynamic";
+        info.reason = "snat failover steering";
+        info.start = absl::Now();
+        info.attempts = 1;
+        render::Plan plan = MakePlan(std::move(deletes));
+        info.elements = plan.ElementCount();
+        CommitReport report = port_->Commit(plan);
+        info.commit = absl::Now() - info.start;
+        info.messages = report.messages;
+        info.status = report.status;
+        commit_seconds_->Observe(Seconds(info.commit));
+        if (!report.errors.empty()) info.failing_op = render::OpSummary(plan.ops[report.errors[0].op_index]);
+        if (report.status.ok()) {
+          commits_ok_->Increment();
+          for (auto& [set, wanted] : want) dynamic_[set] = std::move(wanted);
+          LOG(INFO) << "commit id=" << info.id << " kind=dynamic elements=" << info.elements
+                    << " commit=" << Ms(info.commit) << " result=ok";
+        } else {
+          (report.outcome_unknown ? commits_unknown_ : commits_failed_)->Increment();
+          // The kernel's copy may differ from what we believed: read it back.
+          RequestResync(absl::StrCat("dynamic elements refused: ", report.status.message()));
+          *result = report.status;
+        }
+        RecordCommit(std::move(info));
+      },
+      timeout);
+  if (!queued.ok()) return queued;
+  return *result;
 }
 
 absl::Status Engine::Start() {
@@ -117,6 +264,16 @@ absl::Status Engine::Start() {
     return dumped.status();
   }
   KernelTable kernel = *std::move(dumped);
+  // Dynamic elements (SNAT failover steering) are measurements, not
+  // desired state: keep what the previous agent left until the monitor
+  // recomputes them.
+  for (const std::string& set : base_.dynamic_sets) {
+    auto it = kernel.sets.find(set);
+    if (it == kernel.sets.end()) continue;
+    for (const KernelElement& k : it->second.elements) {
+      dynamic_[set][{k.key, k.flags}] = render::Element{k.key, k.data, k.comment, "", 0, k.flags};
+    }
+  }
   if ((!loaded.found || loaded.corrupt) && kernel.exists) {
     // No usable checkpoint but our table is in the kernel: keep its elements
     // (traffic keeps flowing) until the next garbage collection decides.
@@ -186,6 +343,14 @@ absl::Status Engine::Start() {
   attachments_->Set(static_cast<double>(state_.size()));
   elements_->Set(static_cast<double>(index_.size()));
 
+  // The BPF dataplane (or its removal when the mode is no longer bpf). A
+  // dataplane that cannot be set up fails the start: pods would leave
+  // untranslated.
+  if (absl::Status s = SyncDataplane("start"); !s.ok()) {
+    phase("dataplane converged", false, std::string(s.message()));
+    return absl::Status(s.code(), absl::StrCat("snat dataplane: ", s.message()));
+  }
+
   {
     absl::MutexLock lock(&mu_);
     started_ = true;
@@ -203,6 +368,8 @@ void Engine::Stop() {
     cv_.SignalAll();
   }
   if (writer_.joinable()) writer_.join();
+  // The dataplane keeps translating while no agent runs (restart safety).
+  if (options_.dataplane) options_.dataplane->Release();
   {
     absl::MutexLock lock(&mu_);
     leftovers.swap(pending_);
@@ -277,14 +444,39 @@ absl::Status Engine::Reconfigure(render::Layout layout, absl::Duration timeout) 
       [this, layout = std::move(layout), result]() mutable {
         render::Layout previous = layout_;
         render::BaseRuleset previous_base = std::move(base_);
+        std::unique_ptr<backend::SnatBackend> previous_backend = std::move(snat_backend_);
+        auto previous_dynamic = dynamic_;
         layout_ = std::move(layout);
-        base_ = render::RenderBase(layout_);
-        *result = ResyncNow("reconfigure", "configuration reloaded");
-        if (!result->ok()) {
+        base_ = backend::RenderFullBase(layout_);
+        snat_backend_ = backend::MakeSnatBackend(layout_.snat);
+        // Dynamic elements of sets that no longer exist go with their sets.
+        for (auto it = dynamic_.begin(); it != dynamic_.end();) {
+          const bool kept = std::find(base_.dynamic_sets.begin(), base_.dynamic_sets.end(), it->first) !=
+                            base_.dynamic_sets.end();
+          it = kept ? std::next(it) : dynamic_.erase(it);
+        }
+        auto rollback = [&] {
           // Keep running with what the kernel still has.
           layout_ = std::move(previous);
           base_ = std::move(previous_base);
+          snat_backend_ = std::move(previous_backend);
+          dynamic_ = std::move(previous_dynamic);
+          snat_mode_.store(layout_.snat.mode);
+          SyncDataplane("reconfigure rolled back").IgnoreError();  // logged and retried inside
+        };
+        // A BPF dataplane being enabled or changed comes up before the
+        // nftables rules of the previous mode go, so new flows are translated
+        // throughout; one being disabled goes after them (end of ResyncNow).
+        if (snat_backend_->PlanBpf().enabled) {
+          if (absl::Status s = SyncDataplane("reconfigure"); !s.ok()) {
+            *result = absl::Status(s.code(), absl::StrCat("snat dataplane: ", s.message()));
+            rollback();
+            return;
+          }
         }
+        snat_mode_.store(layout_.snat.mode);
+        *result = ResyncNow("reconfigure", "configuration reloaded");
+        if (!result->ok()) rollback();
       },
       timeout);
   if (!queued.ok()) return queued;
@@ -344,8 +536,10 @@ void Engine::Run() {
         return options_.periodic_resync > absl::ZeroDuration() &&
                absl::Now() - last_full_sync_ > options_.periodic_resync;
       };
-      auto has_work = [this, &periodic_due]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !pending_.empty() || periodic_due() ||
+      // Writer state too: a failed dataplane update is retried on time.
+      auto dataplane_due = [this] { return dataplane_dirty_ && absl::Now() >= dataplane_retry_at_; };
+      auto has_work = [this, &periodic_due, &dataplane_due]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !pending_.empty() || periodic_due() || dataplane_due() ||
                (!resync_reason_.empty() && absl::Now() >= resync_not_before_);
       };
       while (!has_work()) {
@@ -353,6 +547,7 @@ void Engine::Run() {
         if (options_.periodic_resync > absl::ZeroDuration()) {
           wait = std::min(wait, last_full_sync_ + options_.periodic_resync - absl::Now());
         }
+        if (dataplane_dirty_) wait = std::min(wait, dataplane_retry_at_ - absl::Now());
         cv_.WaitWithTimeout(&mu_, std::max(wait, absl::Milliseconds(1)));
       }
       if (stopping_) return;
@@ -381,6 +576,9 @@ void Engine::Run() {
         if (resync_reason_.empty()) resync_reason_ = resync;
         resync_not_before_ = absl::Now() + options_.resync_retry;
       }
+    }
+    if (dataplane_dirty_ && absl::Now() >= dataplane_retry_at_) {
+      SyncDataplane("retry after failure").IgnoreError();  // logged, counted and rescheduled inside
     }
     if (batch.empty()) continue;
     if (batch.front().task) {
@@ -413,6 +611,8 @@ absl::Status Engine::ResyncNow(const std::string& kind, const std::string& reaso
     info.status = absl::OkStatus();
     RecordCommit(info);
     VLOG(1) << "resync: kernel already matches (" << reason << ")";
+    // The dataplane may have drifted too (or follows a new layout).
+    SyncDataplane(kind).IgnoreError();  // logged, counted and retried inside
     return absl::OkStatus();
   }
   render::Plan plan = MakePlan(std::move(ops));
@@ -436,6 +636,7 @@ absl::Status Engine::ResyncNow(const std::string& kind, const std::string& reaso
   LOG(INFO) << "commit id=" << info.id << " kind=" << kind << " reason=\"" << reason << "\" "
             << summary.ToString() << " messages=" << report.messages << " commit=" << Ms(info.commit)
             << " result=ok";
+  SyncDataplane(kind).IgnoreError();  // logged, counted and retried inside
   return absl::OkStatus();
 }
 
@@ -530,6 +731,7 @@ void Engine::ProcessBatch(std::vector<Item>& items, bool allow_split) {
     if (report.status.ok()) {
       commits_ok_->Increment();
       committed = true;
+      UpdateDataplanePods(plan);
       break;
     }
     if (report.outcome_unknown) {

@@ -20,8 +20,10 @@
 // writer exists, so it is the writer then).
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -34,11 +36,13 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/backend/snat_backend.h"
 #include "agent/common/metrics.h"
 #include "agent/core/desired_state.h"
 #include "agent/core/types.h"
 #include "agent/render/render.h"
 #include "agent/txn/checkpoint.h"
+#include "agent/txn/dataplane_port.h"
 #include "agent/txn/nft_port.h"
 #include "agent/txn/reconcile.h"
 
@@ -58,6 +62,12 @@ struct EngineOptions {
   absl::Duration periodic_resync = absl::Minutes(10);
   // How many finished commits RecentCommits() keeps.
   size_t history = 256;
+  // The non-nftables dataplane (tc eBPF SNAT); null = none, which makes the
+  // engine refuse a layout whose SNAT backend needs one. Only the writer
+  // calls it (DataplanePort contract).
+  std::shared_ptr<DataplanePort> dataplane;
+  // Delay before converging the dataplane again after a failure.
+  absl::Duration dataplane_retry = absl::Seconds(1);
   // Called with every finished transaction (after it is in RecentCommits()),
   // on the thread that finished it (the writer, or Start()'s caller). Keep
   // it short: it delays the next commit. Used by WatchTransactions.
@@ -140,6 +150,18 @@ class Engine {
   uint64_t drift_repairs() const { return drift_repairs_.load(); }
   // Writer thread (or inside Inspect) only: Reconfigure() replaces it.
   const render::BaseRuleset& base() const { return base_; }
+  // Writer thread (or inside Inspect) only: every element the kernel should
+  // hold (pods, configuration elements of the base ruleset, dynamic ones).
+  DesiredElements DesiredElementsNow() const;
+
+  // Replaces the elements of the base ruleset's dynamic sets (SNAT failover
+  // steering) with `elements`, through the queue, as one commit of element
+  // ops. InvalidArgument for a set that is not dynamic in the current base
+  // (e.g. the SNAT mode changed meanwhile); the kernel's error otherwise.
+  absl::Status SetDynamicElements(std::vector<render::SetElement> elements,
+                                  absl::Duration timeout = absl::Seconds(10));
+  // SNAT mode of the current layout; any thread.
+  core::SnatMode snat_mode() const { return snat_mode_.load(); }
 
  private:
   struct Item {
@@ -158,7 +180,11 @@ class Engine {
   void ProcessBatch(std::vector<Item>& items, bool allow_split);
   // Reads the kernel and converges it to the desired state. Writer only.
   absl::Status ResyncNow(const std::string& kind, const std::string& reason);
-  DesiredElements DesiredElementsNow() const;
+  // Converges the dataplane port to the current backend's plan and pods.
+  // On failure marks it dirty (retried from Run()) and returns the error.
+  absl::Status SyncDataplane(const std::string& why);
+  // Mirrors the pod-ipv4 delta of a committed plan into the dataplane.
+  void UpdateDataplanePods(const render::Plan& committed);
   render::Plan MakePlan(std::vector<render::Op> ops) const;
   void RecordCommit(CommitInfo info) ABSL_LOCKS_EXCLUDED(history_mu_);
   void PersistOrFail(uint64_t commit_id, std::vector<Item>& items,
@@ -176,6 +202,12 @@ class Engine {
   render::ElementIndex index_;
   uint64_t next_commit_id_ = 1;
   bool snapshot_needed_ = false;
+  std::unique_ptr<backend::SnatBackend> snat_backend_;
+  // Elements of base_.dynamic_sets, by set and (key, flags).
+  std::map<std::string, std::map<std::pair<std::vector<uint8_t>, uint32_t>, render::Element>> dynamic_;
+  bool dataplane_dirty_ = false;
+  absl::Time dataplane_retry_at_ = absl::InfinitePast();
+  std::atomic<core::SnatMode> snat_mode_{core::SnatMode::kOff};
   absl::Time last_full_sync_ = absl::Now();
 
   mutable absl::Mutex mu_;
@@ -210,6 +242,8 @@ class Engine {
   metrics::Counter* persist_errors_;
   metrics::Gauge* attachments_;
   metrics::Gauge* elements_;
+  metrics::Counter* dataplane_errors_;
+  metrics::Counter* dataplane_syncs_;
 };
 
 }  // namespace ruleplane::txn

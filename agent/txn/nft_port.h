@@ -46,6 +46,7 @@ struct KernelElement {
   std::vector<uint8_t> key;
   std::vector<uint8_t> data;
   std::string comment;
+  uint32_t flags = 0;  // NFT_SET_ELEM_INTERVAL_END etc.
 };
 
 struct KernelSet {

@@ -1,6 +1,8 @@
 #include "agent/txn/reconcile.h"
 
+#include <algorithm>
 #include <set>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 
@@ -19,9 +21,10 @@ bool SameBase(const std::optional<render::BaseChainSpec>& a, const std::optional
 
 bool SameSet(const render::SetSpec& want, const KernelSet& have) {
   // NFT_SET_MAP/CONCAT and kernel-added flags are derived; compare the shape.
+  constexpr uint32_t kShapeFlags = 0x4;  // NFT_SET_INTERVAL: changes how elements are stored
   return want.KeyLen() == have.key_len && want.DataLen() == have.data_len &&
          want.KeyTypeId() == have.key_type && want.DataTypeId() == have.data_type &&
-         want.size == have.size;
+         want.size == have.size && (want.flags & kShapeFlags) == (have.flags & kShapeFlags);
 }
 
 Element FromKernel(const KernelElement& k) {
@@ -29,6 +32,7 @@ Element FromKernel(const KernelElement& k) {
   e.key = k.key;
   e.data = k.data;
   e.comment = k.comment;
+  e.flags = k.flags;
   return e;
 }
 
@@ -162,12 +166,15 @@ std::vector<Op> Reconcile(const render::BaseRuleset& base, const DesiredElements
     if (fresh) {
       add.elements = want;
     } else {
-      std::map<std::vector<uint8_t>, const KernelElement*> have;
-      for (const KernelElement& k : kit->second.elements) have[k.key] = &k;
-      std::set<std::vector<uint8_t>> wanted_keys;
+      // Keyed by key and flags: an interval's end element may share its key
+      // with nothing else, but a start and an end are different elements.
+      using Identity = std::pair<std::vector<uint8_t>, uint32_t>;
+      std::map<Identity, const KernelElement*> have;
+      for (const KernelElement& k : kit->second.elements) have[{k.key, k.flags}] = &k;
+      std::set<Identity> wanted_keys;
       for (const Element& e : want) {
-        wanted_keys.insert(e.key);
-        auto h = have.find(e.key);
+        wanted_keys.insert({e.key, e.flags});
+        auto h = have.find({e.key, e.flags});
         if (h == have.end()) {
           add.elements.push_back(e);
         } else if (h->second->data != e.data) {
@@ -176,8 +183,14 @@ std::vector<Op> Reconcile(const render::BaseRuleset& base, const DesiredElements
         }
       }
       for (const KernelElement& k : kit->second.elements) {
-        if (!wanted_keys.count(k.key)) del.elements.push_back(FromKernel(k));
+        if (!wanted_keys.count({k.key, k.flags})) del.elements.push_back(FromKernel(k));
       }
+      // Key order (dumps list rbtree sets backwards): an interval's start is
+      // deleted before its end; the kernel (6.18) refuses the end first
+      // with ENOENT.
+      std::sort(del.elements.begin(), del.elements.end(), [](const Element& a, const Element& b) {
+        return std::tie(a.key, a.flags) < std::tie(b.key, b.flags);
+      });
     }
     sum.elements_added += add.elements.size();
     sum.elements_deleted += del.elements.size();

@@ -50,6 +50,7 @@ struct Applier {
     s.data_len = o.set.DataLen();
     s.data_type = o.set.DataTypeId();
     s.size = o.set.size;
+    s.flags = o.set.flags;
     s.comment = o.set.comment;
     t.sets.emplace(o.set.name, std::move(s));
   }
@@ -88,12 +89,13 @@ struct Applier {
         Fail(inj->second, i);
         continue;
       }
-      auto found = std::find_if(elems.begin(), elems.end(), [&](const KernelElement& x) { return x.key == e.key; });
+      auto found = std::find_if(elems.begin(), elems.end(),
+                                [&](const KernelElement& x) { return x.key == e.key && x.flags == e.flags; });
       if (found != elems.end()) {
         if (found->data != e.data) Fail(absl::AlreadyExistsError("File exists"), i);
         continue;
       }
-      elems.push_back(KernelElement{e.key, e.data, e.comment});
+      elems.push_back(KernelElement{e.key, e.data, e.comment, e.flags});
     }
   }
   void operator()(const render::op::DeleteElements& o) {
@@ -103,7 +105,9 @@ struct Applier {
     auto& elems = it->second.elements;
     for (size_t i = 0; i < o.elements.size(); ++i) {
       auto found = std::find_if(elems.begin(), elems.end(),
-                                [&](const KernelElement& x) { return x.key == o.elements[i].key; });
+                                [&](const KernelElement& x) {
+                                  return x.key == o.elements[i].key && x.flags == o.elements[i].flags;
+                                });
       if (found == elems.end()) {
         Fail(absl::NotFoundError("No such file or directory (element)"), i);
         continue;

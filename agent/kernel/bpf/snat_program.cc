@@ -399,6 +399,34 @@ absl::StatusOr<std::optional<rp_rnat_val>> SnatProgram::LookupReverseNat(const r
   return MapLookup<rp_rnat_key, rp_rnat_val>(ReverseNatMap(), key, "reverse nat entry");
 }
 
+std::vector<std::string> SnatMapNames() {
+  std::vector<std::string> names;
+  // Opening (not loading) the skeleton parses the embedded object only.
+  absl::StatusOr<BpfSkeleton<snat>> skel = BpfSkeleton<snat>::Open("snat");
+  if (!skel.ok()) return names;
+  bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, skel->obj()) {
+    if (!bpf_map__is_internal(map)) names.push_back(bpf_map__name(map));
+  }
+  return names;
+}
+
+absl::Status RemoveSnatPins(const std::string& pin_dir) {
+  if (pin_dir.empty()) return absl::OkStatus();
+  const std::vector<std::string> names = SnatMapNames();
+  if (names.empty()) return absl::InternalError("remove snat pins: cannot list the program's maps");
+  for (const std::string& name : names) {
+    const std::string path = absl::StrCat(pin_dir, "/", name);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return BpfError(errno, absl::StrCat("remove pin ", path));
+    }
+  }
+  if (::rmdir(pin_dir.c_str()) != 0 && errno != ENOTEMPTY && errno != ENOENT && errno != EEXIST) {
+    return BpfError(errno, absl::StrCat("remove bpf pin dir ", pin_dir));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SnatProgram::UnpinMaps() {
   if (options_.pin_dir.empty()) return absl::OkStatus();
   bpf_map* map = nullptr;

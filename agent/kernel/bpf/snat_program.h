@@ -82,6 +82,15 @@ struct EgressUsage {
 // ruleplane_rsn summed over CPUs, indexed by rp_reason.
 using ReasonCounters = std::array<uint64_t, RP_REASON_SLOTS>;
 
+// Removes the pins of every map of the snat program from `pin_dir` (and the
+// directory when it is then empty) without loading anything; absent pins are
+// fine. For leaving bpf mode when no SnatProgram is loaded (after a restart).
+// Maps stay alive while an attached program still uses them.
+[[nodiscard]] absl::Status RemoveSnatPins(const std::string& pin_dir);
+
+// Names of the snat program's maps (the pin file names), from the skeleton.
+std::vector<std::string> SnatMapNames();
+
 class SnatProgram {
  public:
   // Validates the config, prepares the pin dir, opens the skeleton, writes

@@ -160,4 +160,24 @@ void TcHook::Release() {
   created_qdisc_ = false;
 }
 
+TcHook TcHook::Adopt(int ifindex, bool owns_qdisc, bool ingress, bool egress) {
+  TcHook hook(ifindex, NameOf(ifindex), owns_qdisc);
+  if (ingress) hook.filters_.emplace_back(TcDirection::kIngress, kRuleplaneTcFilter);
+  if (egress) hook.filters_.emplace_back(TcDirection::kEgress, kRuleplaneTcFilter);
+  return hook;
+}
+
+absl::StatusOr<bool> TcHook::HasFilter(int ifindex, TcDirection dir, TcFilterId id) {
+  RouteLibbpfLogsToGlog();
+  bpf_tc_hook hook = MakeHook(ifindex, AttachPoint(dir));
+  // Query wants handle and priority only; prog_fd, flags and prog_id zero.
+  bpf_tc_opts opts = MakeOpts(id, 0, 0);
+  const int err = bpf_tc_query(&hook, &opts);
+  if (err == 0) return true;
+  // ENOENT: no such filter; EINVAL: no clsact qdisc on the interface.
+  if (err == -ENOENT || err == -EINVAL) return false;
+  return BpfError(err, absl::StrCat("query tc ", TcDirectionName(dir), " filter handle=0x", absl::Hex(id.handle),
+                                    " priority=", id.priority, " on ifindex ", ifindex));
+}
+
 }  // namespace ruleplane::kernel::bpf

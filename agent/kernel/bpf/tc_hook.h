@@ -68,6 +68,19 @@ class TcHook {
   // Forgets everything without touching the kernel (restart-safe shutdown).
   void Release();
 
+  // Cleanup after an earlier agent: a hook that claims our filter slot in
+  // the given directions and, if `owns_qdisc`, the clsact qdisc, without
+  // touching the kernel. Destroy() then removes them (a filter that is
+  // already gone is fine; claim only filters HasFilter() found, since
+  // detaching from an interface without clsact is EINVAL).
+  static TcHook Adopt(int ifindex, bool owns_qdisc, bool ingress, bool egress);
+  // The clsact qdisc was created by an earlier instance of the agent (its
+  // state file says so), so Destroy() may remove it.
+  void MarkQdiscOwned() { created_qdisc_ = true; }
+  // Whether filter slot `id` of direction `dir` on `ifindex` holds a
+  // program. NotFound: no such interface.
+  static absl::StatusOr<bool> HasFilter(int ifindex, TcDirection dir, TcFilterId id = kRuleplaneTcFilter);
+
   int ifindex() const { return ifindex_; }
   const std::string& ifname() const { return ifname_; }
   bool created_qdisc() const { return created_qdisc_; }

@@ -233,6 +233,7 @@ class TableReader {
       const uint32_t flags = nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS)
                                  ? nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS)
                                  : 0;
+      ke.flags = flags;
       if (!seen.emplace(ke.key, flags).second) {
         Stale(absl::StrCat("set ", out.name, " listed an element twice (resized during the dump)"));
       }

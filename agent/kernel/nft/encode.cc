@@ -40,6 +40,7 @@ uint32_t TypeByteOrder(DataType type) {
     case DataType::kInetService:
       return kByteOrderBigEndian;
     case DataType::kMark:
+    case DataType::kIfname:
       return kByteOrderHost;
     case DataType::kVerdict:
       return 0;
@@ -62,6 +63,7 @@ size_t EstimateRuleBytes(const render::RuleSpec& rule) {
       bytes += bw->mask.size() + bw->xor_value.size();
     if (const auto* lookup = std::get_if<expr::Lookup>(&e)) bytes += lookup->set.size();
     if (const auto* verdict = std::get_if<expr::Verdict>(&e)) bytes += verdict->chain.size();
+    if (const auto* imm = std::get_if<expr::Immediate>(&e)) bytes += imm->data.size();
   }
   return bytes;
 }
@@ -447,8 +449,13 @@ class Encoder {
     nftnl_expr_set_u32(e.get(), NFTNL_EXPR_NAT_FAMILY, n.family);
     if (n.reg_addr_min != 0)
       nftnl_expr_set_u32(e.get(), NFTNL_EXPR_NAT_REG_ADDR_MIN, n.reg_addr_min);
+    if (n.reg_addr_max != 0)
+      nftnl_expr_set_u32(e.get(), NFTNL_EXPR_NAT_REG_ADDR_MAX, n.reg_addr_max);
     if (n.reg_proto_min != 0) {
       nftnl_expr_set_u32(e.get(), NFTNL_EXPR_NAT_REG_PROTO_MIN, n.reg_proto_min);
+    }
+    if (n.reg_proto_max != 0) {
+      nftnl_expr_set_u32(e.get(), NFTNL_EXPR_NAT_REG_PROTO_MAX, n.reg_proto_max);
     }
     if (n.flags != 0) nftnl_expr_set_u32(e.get(), NFTNL_EXPR_NAT_FLAGS, n.flags);
     return e;
@@ -459,6 +466,13 @@ class Encoder {
     return e;
   }
   NftnlExprPtr Expr(const expr::Counter&) { return NewExpr("counter"); }
+  NftnlExprPtr Expr(const expr::Immediate& i) {
+    NftnlExprPtr e = NewExpr("immediate");
+    nftnl_expr_set_u32(e.get(), NFTNL_EXPR_IMM_DREG, i.dreg);
+    MustSet(nftnl_expr_set(e.get(), NFTNL_EXPR_IMM_DATA, i.data.data(),
+                           static_cast<uint32_t>(i.data.size())));
+    return e;
+  }
   NftnlExprPtr Expr(const expr::Verdict& v) {
     NftnlExprPtr e = NewExpr("immediate");
     nftnl_expr_set_u32(e.get(), NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
@@ -473,11 +487,15 @@ class Encoder {
     CHECK(e != nullptr) << "allocate nftnl set element";
     MustSet(nftnl_set_elem_set(e.get(), NFTNL_SET_ELEM_KEY, element.key.data(),
                                static_cast<uint32_t>(element.key.size())));
+    // Interval ends are found by key and flag, on delete too.
+    if (element.flags != 0) nftnl_set_elem_set_u32(e.get(), NFTNL_SET_ELEM_FLAGS, element.flags);
     if (with_data && !element.data.empty()) {
       MustSet(nftnl_set_elem_set(e.get(), NFTNL_SET_ELEM_DATA, element.data.data(),
                                  static_cast<uint32_t>(element.data.size())));
     }
-    if (with_data && !element.comment.empty()) {
+    // The kernel refuses userdata on an interval's end element (EINVAL,
+    // nft_add_set_elem()): only the start carries the owner comment.
+    if (with_data && !element.comment.empty() && !(element.flags & NFT_SET_ELEM_INTERVAL_END)) {
       Udata udata;
       udata.PutString(NFTNL_UDATA_SET_ELEM_COMMENT, element.comment);
       MustSet(nftnl_set_elem_set(e.get(), NFTNL_SET_ELEM_USERDATA, udata.data(), udata.size()));

@@ -28,5 +28,17 @@ TEST(MetricsTest, SameSeriesIsReturnedTwice) {
   EXPECT_NE(r.GetCounter("a", "h", {{"x", "1"}}), r.GetCounter("a", "h", {{"x", "2"}}));
 }
 
+TEST(MetricsTest, ReplaceGaugesKeepsExactlyTheGivenSeries) {
+  Registry r;
+  r.ReplaceGauges("rp_top", "h", {{{{"rank", "1"}, {"dst", "a"}}, 3}, {{{"rank", "2"}, {"dst", "b"}}, 1}});
+  r.ReplaceGauges("rp_top", "h", {{{{"rank", "1"}, {"dst", "b"}}, 4}});
+  std::string t = r.Render();
+  EXPECT_NE(t.find("rp_top{dst=\"b\",rank=\"1\"} 4\n"), std::string::npos) << t;
+  EXPECT_EQ(t.find("dst=\"a\""), std::string::npos) << t;
+  EXPECT_EQ(t.find("rank=\"2\""), std::string::npos) << t;
+  r.ReplaceGauges("rp_top", "h", {});
+  EXPECT_EQ(r.Render().find("rp_top{"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace ruleplane::metrics

@@ -1,0 +1,110 @@
+#include "agent/config/snat_config.h"
+
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace ruleplane::config {
+namespace {
+
+absl::Status Bad(absl::string_view field, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<core::IpAddress>> SystemInterfaceAddresses(const std::string& ifname, int family) {
+  if (::if_nametoindex(ifname.c_str()) == 0) {
+    return absl::NotFoundError(absl::StrCat("interface ", ifname, " does not exist"));
+  }
+  ifaddrs* all = nullptr;
+  if (::getifaddrs(&all) != 0) return absl::ErrnoToStatus(errno, "getifaddrs");
+  std::vector<core::IpAddress> out;
+  for (ifaddrs* i = all; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || ifname != i->ifa_name || i->ifa_addr->sa_family != family) continue;
+    if (family == AF_INET) {
+      std::array<uint8_t, 4> b;
+      std::memcpy(b.data(), &reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr, 4);
+      out.push_back(core::IpAddress::V4(b));
+    } else {
+      const auto* a6 = reinterpret_cast<const sockaddr_in6*>(i->ifa_addr);
+      if (IN6_IS_ADDR_LINKLOCAL(&a6->sin6_addr) || IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr)) continue;
+      std::array<uint8_t, 16> b;
+      std::memcpy(b.data(), &a6->sin6_addr, 16);
+      out.push_back(core::IpAddress::V6(b));
+    }
+  }
+  ::freeifaddrs(all);
+  return out;
+}
+
+absl::StatusOr<core::SnatSettings> SnatSettingsFromConfig(const v1::AgentConfig& cfg,
+                                                          const InterfaceAddressLookup& lookup) {
+  core::SnatSettings s;
+  absl::StatusOr<core::SnatMode> mode = core::ParseSnatMode(cfg.snat_mode());
+  if (!mode.ok()) return Bad("snat_mode", mode.status().message());
+  s.mode = *mode;
+  for (const std::string& ifname : cfg.snat_egress_interfaces()) s.egress_interfaces.push_back(ifname);
+  for (const std::string& text : cfg.snat_egress_ips()) {
+    absl::StatusOr<core::IpAddress> ip = core::IpAddress::Parse(text);
+    if (!ip.ok()) return Bad("snat_egress_ips", ip.status().message());
+    s.egress_ipv4.push_back(*ip);
+  }
+  for (const std::string& text : cfg.snat_egress_ipv6_ips()) {
+    absl::StatusOr<core::IpAddress> ip = core::IpAddress::Parse(text);
+    if (!ip.ok()) return Bad("snat_egress_ipv6_ips", ip.status().message());
+    s.egress_ipv6.push_back(*ip);
+  }
+  for (const std::string& text : cfg.snat_exclude()) {
+    absl::StatusOr<core::IpPrefix> p = core::IpPrefix::Parse(text);
+    if (!p.ok()) return Bad("snat_exclude", p.status().message());
+    (p->is_v4() ? s.exclude_ipv4 : s.exclude_ipv6).push_back(*p);
+  }
+  if (!cfg.snat_port_range().empty()) {
+    absl::StatusOr<core::PortRange> r = core::PortRange::Parse(cfg.snat_port_range());
+    if (!r.ok()) return Bad("snat_port_range", r.status().message());
+    s.ports = *r;
+  }
+  if (cfg.has_snat_fully_random()) s.fully_random = cfg.snat_fully_random();
+  if (cfg.has_snat_ipv6()) s.ipv6 = cfg.snat_ipv6();
+  if (cfg.has_bpf_pin_dir()) s.bpf_pin_dir = cfg.bpf_pin_dir();
+  if (cfg.has_snat_bpf_max_retries()) s.bpf_max_retries = cfg.snat_bpf_max_retries();
+  if (cfg.has_snat_failover_headroom_percent()) s.failover_headroom_percent = cfg.snat_failover_headroom_percent();
+  if (cfg.has_snat_stats_interval_ms() &&
+      (cfg.snat_stats_interval_ms() < 100 || cfg.snat_stats_interval_ms() > 60000)) {
+    return Bad("snat_stats_interval_ms", absl::StrCat(cfg.snat_stats_interval_ms(), " must be in 100..60000"));
+  }
+  if (cfg.has_snat_stats_top_k() && (cfg.snat_stats_top_k() == 0 || cfg.snat_stats_top_k() > 1000)) {
+    return Bad("snat_stats_top_k", absl::StrCat(cfg.snat_stats_top_k(), " must be in 1..1000"));
+  }
+
+  // Defaults from the egress interface, only where SNAT is on.
+  if (s.mode != core::SnatMode::kOff && !s.egress_interfaces.empty()) {
+    const std::string& first = s.egress_interfaces.front();
+    if (s.egress_ipv4.empty()) {
+      absl::StatusOr<std::vector<core::IpAddress>> addrs = lookup(first, AF_INET);
+      if (!addrs.ok()) return Bad("snat_egress_ips", absl::StrCat("no default: ", addrs.status().message()));
+      if (addrs->empty()) {
+        return Bad("snat_egress_ips", absl::StrCat("no default: interface ", first, " has no IPv4 address"));
+      }
+      s.egress_ipv4.push_back(addrs->front());
+    }
+    if (s.ipv6 && s.egress_ipv6.empty()) {
+      absl::StatusOr<std::vector<core::IpAddress>> addrs = lookup(first, AF_INET6);
+      if (!addrs.ok() || addrs->empty()) {
+        return Bad("snat_egress_ipv6_ips",
+                   absl::StrCat("no default: interface ", first, " has no global IPv6 address"));
+      }
+      s.egress_ipv6.push_back(addrs->front());
+    }
+  }
+  if (absl::Status v = core::ValidateSnatSettings(s); !v.ok()) return v;
+  return s;
+}
+
+}  // namespace ruleplane::config

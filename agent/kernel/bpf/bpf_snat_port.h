@@ -1,0 +1,70 @@
+// BpfSnatPort: the real txn::DataplanePort. Executes a render::BpfSnatPlan
+// with libbpf: loads the snat program (adopting pinned maps), fills its
+// maps, attaches it to the egress interfaces, and removes all of it again
+// when the plan is disabled.
+//
+// Owns: the loaded SnatProgram, one TcHook per hooked interface, and a small
+// state file <state_dir>/bpf-snat-hooks listing the interfaces we hooked and
+// whether we created their clsact qdisc (a restarted agent cannot tell that
+// from the kernel, and may only remove a qdisc it created). Thread: the
+// engine's writer only. Must not: detach anything on destruction or
+// Release() (restart safety: the filters keep translating while no agent
+// runs); touch filters other than our slot (kRuleplaneTcFilter).
+//
+// Map writes are not transactional; each step keeps every intermediate state
+// safe (SnatProgram's writers order inserts before deletes, the egress slots
+// before the count), and the maps are filled before the first attach.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "agent/kernel/bpf/snat_program.h"
+#include "agent/kernel/bpf/tc_hook.h"
+#include "agent/txn/dataplane_port.h"
+
+namespace ruleplane::kernel::bpf {
+
+struct BpfSnatPortOptions {
+  // Directory for the hook state file (the agent's state dir).
+  std::string state_dir;
+  // The configured pin dir: cleaned up when bpf mode is off, even if this
+  // agent never loaded the program (a predecessor may have).
+  std::string pin_dir = std::string(kDefaultPinDir);
+};
+
+class BpfSnatPort : public txn::DataplanePort {
+ public:
+  explicit BpfSnatPort(BpfSnatPortOptions options);
+  ~BpfSnatPort() override;
+
+  absl::Status Converge(const render::BpfSnatPlan& plan, const std::vector<render::Ipv4Bytes>& pods) override;
+  absl::Status UpdatePods(const std::vector<render::Ipv4Bytes>& added,
+                          const std::vector<render::Ipv4Bytes>& removed) override;
+  void Release() override;
+  std::string Describe() const override;
+
+ private:
+  struct HookRecord {
+    bool owns_qdisc = false;
+  };
+  absl::Status Teardown(const render::BpfSnatPlan& plan);
+  std::map<std::string, HookRecord> ReadRecord(std::string* pin_dir) const;
+  absl::Status WriteRecord() const;
+  void DeleteRecord() const;
+  std::string RecordPath() const;
+
+  BpfSnatPortOptions options_;
+  std::unique_ptr<SnatProgram> program_;
+  render::BpfSnatPlan loaded_;                  // plan the program was loaded for
+  std::map<std::string, TcHook> hooks_;         // by interface name
+  size_t pods_ = 0;
+  // Nothing of ours is left in the kernel (after a teardown): a disabled
+  // plan needs no interface scan.
+  bool clean_ = false;
+};
+
+}  // namespace ruleplane::kernel::bpf

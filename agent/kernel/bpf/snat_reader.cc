@@ -1,0 +1,87 @@
+#include "agent/kernel/bpf/snat_reader.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "agent/common/status_macros.h"
+#include "agent/common/unique_fd.h"
+#include "agent/kernel/bpf/errors.h"
+
+namespace ruleplane::kernel::bpf {
+namespace {
+
+absl::StatusOr<UniqueFd> OpenPin(const std::string& pin_dir, const char* map) {
+  const std::string path = absl::StrCat(pin_dir, "/", map);
+  struct bpf_obj_get_opts opts {};
+  opts.sz = sizeof(opts);
+  opts.file_flags = BPF_F_RDONLY;
+  UniqueFd fd(bpf_obj_get_opts(path.c_str(), &opts));
+  if (!fd.valid()) return BpfError(errno, absl::StrCat("open pinned map ", path));
+  return fd;
+}
+
+// One slot of a per-CPU array, summed by `add`.
+template <typename V, typename F>
+absl::Status ReadPerCpu(int fd, uint32_t slot, const char* map, F add) {
+  const int ncpus = libbpf_num_possible_cpus();
+  if (ncpus <= 0) return BpfError(ncpus, "count possible CPUs");
+  std::vector<V> values(static_cast<size_t>(ncpus));
+  if (bpf_map_lookup_elem(fd, &slot, values.data()) != 0) {
+    return BpfError(errno, absl::StrCat("read slot ", slot, " of ", map));
+  }
+  for (const V& v : values) add(v);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<SnatMapsSnapshot> ReadPinnedSnatMaps(const std::string& pin_dir) {
+  SnatMapsSnapshot out;
+  ASSIGN_OR_RETURN(UniqueFd rnat, OpenPin(pin_dir, "ruleplane_rnat"));
+  ASSIGN_OR_RETURN(UniqueFd rsn, OpenPin(pin_dir, "ruleplane_rsn"));
+  ASSIGN_OR_RETURN(UniqueFd estat, OpenPin(pin_dir, "ruleplane_estat"));
+  ASSIGN_OR_RETURN(UniqueFd eaddr, OpenPin(pin_dir, "ruleplane_eaddr"));
+  ASSIGN_OR_RETURN(UniqueFd cfg, OpenPin(pin_dir, "ruleplane_cfg"));
+
+  // Keys only: a walk with get_next_key. Concurrent LRU churn may make the
+  // walk restart from the first key when `prev` vanished; bound it.
+  rp_rnat_key key{};
+  const rp_rnat_key* prev = nullptr;
+  rp_rnat_key prev_copy{};
+  while (bpf_map_get_next_key(rnat.get(), prev, &key) == 0) {
+    out.translations.push_back(key);
+    prev_copy = key;
+    prev = &prev_copy;
+    if (out.translations.size() > 2 * RP_SNAT_MAX_FLOWS) break;
+  }
+  if (errno != ENOENT && out.translations.size() <= 2 * RP_SNAT_MAX_FLOWS) {
+    return BpfError(errno, "iterate ruleplane_rnat");
+  }
+
+  for (uint32_t r = 0; r < RP_REASON_SLOTS; ++r) {
+    RETURN_IF_ERROR(ReadPerCpu<uint64_t>(rsn.get(), r, "ruleplane_rsn", [&](uint64_t v) { out.reasons[r] += v; }));
+  }
+  const uint32_t zero = 0;
+  rp_snat_cfg c{};
+  if (bpf_map_lookup_elem(cfg.get(), &zero, &c) != 0) return BpfError(errno, "read ruleplane_cfg");
+  for (uint32_t slot = 0; slot < RP_SNAT_MAX_EGRESS_ADDRS; ++slot) {
+    EgressUsage u;
+    u.slot = slot;
+    u.live = slot < c.egress_count;
+    rp_egress_addr a{};
+    if (bpf_map_lookup_elem(eaddr.get(), &slot, &a) != 0) return BpfError(errno, "read ruleplane_eaddr");
+    u.address = EgressAddress{Ipv4Addr::FromNetworkOrder(a.addr), (a.flags & RP_EGRESS_F_DRAINING) != 0};
+    RETURN_IF_ERROR(ReadPerCpu<rp_egress_stats>(estat.get(), slot, "ruleplane_estat", [&](const rp_egress_stats& s) {
+      u.allocs += s.allocs;
+      u.collisions += s.collisions;
+      u.exhausted += s.exhausted;
+    }));
+    out.egress.push_back(u);
+  }
+  return out;
+}
+
+}  // namespace ruleplane::kernel::bpf

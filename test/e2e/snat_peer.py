@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Echo peers for the SNAT tests (stdlib only).
+
+server PORT          TCP and UDP on PORT: every line (TCP) or datagram (UDP)
+                     is answered with "<peer ip> <peer port>\\n", the source
+                     address the server sees. Runs until killed.
+client HOST PORT     keeps TCP connections to HOST:PORT and takes commands on
+                     stdin, one per line, answering one line each on stdout:
+                       open            -> "<i> <server's view>" or "<i> ERR <why>"
+                       ask I           -> "<server's view>" or "ERR <why>"
+                       udp             -> one UDP round trip: "<view>" or "ERR <why>"
+                       quit
+                     (connect timeout: $SNAT_PEER_TIMEOUT seconds, default 8)
+once tcp|udp HOST PORT   one round trip, prints the server's view, exit 1 on error
+"""
+import os
+import socket
+import socketserver
+import sys
+import threading
+
+TIMEOUT = float(os.environ.get("SNAT_PEER_TIMEOUT", "8"))
+
+
+class TcpHandler(socketserver.StreamRequestHandler):
+    def handle(self):
+        peer = f"{self.client_address[0]} {self.client_address[1]}\n".encode()
+        for _ in self.rfile:
+            self.wfile.write(peer)
+            self.wfile.flush()
+
+
+class UdpHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        _, sock = self.request
+        sock.sendto(f"{self.client_address[0]} {self.client_address[1]}\n".encode(), self.client_address)
+
+
+class ThreadingTcp(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+def serve(port):
+    tcp = ThreadingTcp(("0.0.0.0", port), TcpHandler)
+    udp = socketserver.ThreadingUDPServer(("0.0.0.0", port), UdpHandler)
+    threading.Thread(target=udp.serve_forever, daemon=True).start()
+    print("ready", flush=True)
+    tcp.serve_forever()
+
+
+def ask(conn):
+    conn.sendall(b"?\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(256)
+        if not chunk:
+            raise OSError("connection closed")
+        data += chunk
+    return data.decode().strip()
+
+
+def udp_round_trip(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(TIMEOUT)
+    try:
+        s.sendto(b"?", (host, port))
+        return s.recvfrom(256)[0].decode().strip()
+    finally:
+        s.close()
+
+
+def client(host, port):
+    conns = []
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd:
+            continue
+        try:
+            if cmd[0] == "open":
+                c = socket.create_connection((host, port), timeout=TIMEOUT)
+                c.settimeout(TIMEOUT)
+                conns.append(c)
+                out = f"{len(conns) - 1} {ask(c)}"
+            elif cmd[0] == "ask":
+                out = ask(conns[int(cmd[1])])
+            elif cmd[0] == "udp":
+                out = udp_round_trip(host, port)
+            elif cmd[0] == "quit":
+                break
+            else:
+                out = "ERR unknown command"
+        except (OSError, IndexError, ValueError) as e:
+            out = f"ERR {type(e).__name__}: {e}" if cmd[0] != "open" else f"-1 ERR {type(e).__name__}: {e}"
+        print(out, flush=True)
+    for c in conns:
+        c.close()
+
+
+def once(proto, host, port):
+    try:
+        if proto == "udp":
+            print(udp_round_trip(host, port))
+        else:
+            with socket.create_connection((host, port), timeout=TIMEOUT) as c:
+                c.settimeout(TIMEOUT)
+                print(ask(c))
+    except OSError as e:
+        print(f"ERR {e}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "server":
+        serve(int(sys.argv[2]))
+    elif sys.argv[1] == "client":
+        client(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1] == "once":
+        once(sys.argv[2], sys.argv[3], int(sys.argv[4]))

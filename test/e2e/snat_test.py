@@ -1,0 +1,443 @@
+#!/usr/bin/env python3
+"""e2e: pod egress SNAT with real traffic, for the nftables and the bpf backend.
+
+Topology per test (all private network namespaces, removed afterwards):
+
+    pod ns --(bridge + host-local + ruleplane CNI chain)-- node ns --veth-- outside ns
+    10.96.0.x/24                       eth-out 192.168.79.1/24    eth0 192.168.79.2/24
+                                       (+ 192.168.79.3 as a      (+ 172.31.9.1/24: an
+                                        second egress address)     excluded destination)
+
+The outside namespace runs a TCP and a UDP echo server (snat_peer.py) that
+answer with the source address they see. The agent runs in the node
+namespace through nsenter (not `ip netns exec`, which remounts /sys and would
+hide bpffs), with its own --bpf-pin-dir under /sys/fs/bpf.
+
+Needs root. Binaries from the environment (ctest sets them): RULEPLANE_AGENT,
+RULEPLANE_PLUGIN_DIR, RULEPLANECTL.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+AGENT = os.environ.get("RULEPLANE_AGENT", os.path.join(REPO, "build/agent/ruleplane-agent"))
+PLUGIN_DIR = os.environ.get("RULEPLANE_PLUGIN_DIR", os.path.join(REPO, "build/cni"))
+CTL = os.environ.get("RULEPLANECTL", os.path.join(REPO, "build/tools/ruleplanectl"))
+CNIRUN = os.path.join(REPO, "tools/cnirun")
+PEER = os.path.join(HERE, "snat_peer.py")
+
+NODE_IP, EGRESS2, OUTSIDE_IP, EXCLUDED_IP = "192.168.79.1", "192.168.79.3", "192.168.79.2", "172.31.9.1"
+POD_SUBNET = "10.96.0.0/24"
+PORT = 7000
+RP_FILTER_HANDLE = "0x7270"  # kRuleplaneTcFilter (agent/kernel/bpf/tc_hook.h)
+
+
+def sh(*args, check=True, ns=None, timeout=60, **kw):
+    cmd = list(args)
+    if ns:
+        cmd = ["ip", "netns", "exec", ns] + cmd
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} -> {p.returncode}\nstdout: {p.stdout.decode()}\nstderr: {p.stderr.decode()}")
+    return p
+
+
+def ensure_bpffs():
+    """bpffs is global; mount it at /sys/fs/bpf when nothing is there yet."""
+    with open("/proc/mounts") as f:
+        if any(line.split()[1] == "/sys/fs/bpf" and line.split()[2] == "bpf" for line in f):
+            return
+    os.makedirs("/sys/fs/bpf", exist_ok=True)
+    sh("mount", "-t", "bpf", "bpf", "/sys/fs/bpf")
+
+
+def wait_for(pred, timeout=10, interval=0.1, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+class Client:
+    """A snat_peer.py client in a pod: persistent TCP connections + UDP."""
+
+    def __init__(self, pod_ns, host, timeout=8):
+        env = dict(os.environ, SNAT_PEER_TIMEOUT=str(timeout))
+        self.p = subprocess.Popen(["ip", "netns", "exec", pod_ns, sys.executable, PEER, "client", host, str(PORT)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+    def cmd(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+        return self.p.stdout.readline().strip()
+
+    def open(self):
+        """Returns (index, source address the server saw) or (-1, error)."""
+        idx, rest = self.cmd("open").split(" ", 1)
+        return int(idx), rest.split()[0] if not rest.startswith("ERR") else rest
+
+    def ask(self, i):
+        out = self.cmd(f"ask {i}")
+        return out.split()[0] if not out.startswith("ERR") else out
+
+    def udp(self):
+        out = self.cmd("udp")
+        return out.split()[0] if not out.startswith("ERR") else out
+
+    def close(self):
+        if self.p.poll() is None:
+            try:
+                self.cmd("quit")
+            except (BrokenPipeError, OSError):
+                pass
+            self.p.kill()
+        self.p.wait()
+        self.p.stdin.close()
+        self.p.stdout.close()
+
+
+class SnatLab:
+    def __init__(self, name, snat):
+        self.id = f"{name}-{os.getpid()}"
+        self.node = f"rps-n-{self.id}"[:30]
+        self.outside = f"rps-o-{self.id}"[:30]
+        self.dir = tempfile.mkdtemp(prefix=f"rp-snat-{name}-")
+        self.sock = os.path.join(self.dir, "run/ruleplane.sock")
+        self.pin_dir = f"/sys/fs/bpf/rp-e2e-{self.id}"
+        self.config = os.path.join(self.dir, "agent.json")
+        self.pods, self.procs, self.clients = [], [], []
+        self.agent = None
+        ensure_bpffs()
+        for ns in (self.node, self.outside):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "set", "lo", "up", ns=ns)
+        a, b = f"rpsa{os.getpid() % 100000}{len(name)}", f"rpsb{os.getpid() % 100000}{len(name)}"
+        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        sh("ip", "link", "set", a, "netns", self.node)
+        sh("ip", "link", "set", b, "netns", self.outside)
+        sh("ip", "link", "set", a, "name", "eth-out", ns=self.node)
+        sh("ip", "link", "set", b, "name", "eth0", ns=self.outside)
+        sh("ip", "addr", "add", f"{NODE_IP}/24", "dev", "eth-out", ns=self.node)
+        sh("ip", "addr", "add", f"{EGRESS2}/24", "dev", "eth-out", ns=self.node)  # secondary: primary stays .1
+        sh("ip", "addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0", ns=self.outside)
+        sh("ip", "addr", "add", f"{EXCLUDED_IP}/24", "dev", "eth0", ns=self.outside)
+        sh("ip", "link", "set", "eth-out", "up", ns=self.node)
+        sh("ip", "link", "set", "eth0", "up", ns=self.outside)
+        sh("ip", "route", "add", "172.31.9.0/24", "via", OUTSIDE_IP, ns=self.node)
+        # Untranslated pod traffic (excluded destinations, mode off) needs a way back.
+        sh("ip", "route", "add", POD_SUBNET, "via", NODE_IP, ns=self.outside)
+        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.node)
+        self.conflist = os.path.join(self.dir, "lab.conflist")
+        with open(self.conflist, "w") as f:
+            json.dump({
+                "cniVersion": "1.0.0", "name": "snat",
+                "plugins": [
+                    {"type": "bridge", "bridge": "rps0", "isGateway": True, "ipMasq": False,
+                     "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET}]],
+                              "routes": [{"dst": "0.0.0.0/0"}], "dataDir": os.path.join(self.dir, "ipam")}},
+                    {"type": "ruleplane", "socket": self.sock, "timeout": "2s"},
+                ]}, f)
+        self.write_config(snat)
+        server = subprocess.Popen(["ip", "netns", "exec", self.outside, sys.executable, PEER, "server", str(PORT)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.procs.append(server)
+        assert server.stdout.readline().strip() == "ready"
+
+    # --- agent ---
+
+    def write_config(self, snat):
+        cfg = {"snat_egress_interfaces": ["eth-out"], "bpf_pin_dir": self.pin_dir, "snat_stats_interval_ms": 200,
+               "snat_exclude": ["172.31.9.0/24", POD_SUBNET]}
+        cfg.update(snat)
+        with open(self.config, "w") as f:
+            json.dump(cfg, f)
+
+    def start_agent(self):
+        with open(os.path.join(self.dir, "agent.log"), "a") as log:
+            self.agent = subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{self.node}", AGENT, f"--socket={self.sock}",
+                 f"--state-dir={os.path.join(self.dir, 'state')}", "--metrics-address=", f"--config={self.config}"],
+                stdout=log, stderr=log)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.agent.poll() is not None:
+                raise AssertionError("agent exited:\n" + self.log())
+            if self.ctl("health").returncode == 0:
+                return
+            time.sleep(0.05)
+        raise AssertionError("agent not ready:\n" + self.log())
+
+    def kill_agent(self):
+        self.agent.send_signal(signal.SIGKILL)
+        self.agent.wait(timeout=10)
+        self.agent = None
+
+    def stop_agent(self):
+        if self.agent and self.agent.poll() is None:
+            self.agent.send_signal(signal.SIGTERM)
+            self.agent.wait(timeout=15)
+        self.agent = None
+
+    def reload(self, snat):
+        self.write_config(snat)
+        mode = snat["snat_mode"]
+        before = self.log().count("SIGHUP: configuration reloaded")
+        self.agent.send_signal(signal.SIGHUP)
+        wait_for(lambda: self.log().count("SIGHUP: configuration reloaded") > before or "reload failed" in self.log(),
+                 timeout=20, what="reload")
+        assert "reload failed" not in self.log(), self.log()
+        assert self.status()["snat_backend"] == mode, self.status()
+        # The monitor follows the reload with its next scan.
+        wait_for(lambda: self.snat_stats().get("mode") == mode and self.snat_stats().get("collected_unix_us"),
+                 what="snat stats after reload")
+
+    def ctl(self, *args):
+        return sh(CTL, f"--socket={self.sock}", "--timeout=2s", *args, check=False)
+
+    def status(self):
+        return json.loads(sh(CTL, f"--socket={self.sock}", "--json", "status").stdout)
+
+    def snat_stats(self):
+        r = self.ctl("snat")
+        return json.loads(r.stdout) if r.returncode == 0 else {}
+
+    def log(self):
+        with open(os.path.join(self.dir, "agent.log")) as f:
+            return f.read()
+
+    # --- pods and traffic ---
+
+    def add_pod(self, i):
+        ns = f"rps-p{i}-{self.id}"[:30]
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "set", "lo", "up", ns=ns)
+        self.pods.append(ns)
+        out = sh(CNIRUN, "--conflist", self.conflist, "--cni-path", f"{PLUGIN_DIR}:/usr/lib/cni", "--cache-dir",
+                 os.path.join(self.dir, "cache"), "add", f"c{i}-{self.id}", f"/run/netns/{ns}", "eth0",
+                 "--args", f"IgnoreUnknown=1;K8S_POD_NAMESPACE=snat;K8S_POD_NAME=p{i};K8S_POD_UID=u{i}",
+                 ns=self.node).stdout
+        return ns, json.loads(out)["ips"][0]["address"].split("/")[0]
+
+    def client(self, pod_ns, host=OUTSIDE_IP, timeout=8):
+        c = Client(pod_ns, host, timeout)
+        self.clients.append(c)
+        return c
+
+    def once(self, pod_ns, proto, host=OUTSIDE_IP):
+        r = sh(sys.executable, PEER, "once", proto, host, str(PORT), ns=pod_ns, check=False, timeout=30)
+        return r.stdout.decode().split()[0] if r.returncode == 0 else "ERR"
+
+    # --- kernel state ---
+
+    def nft_table(self):
+        r = sh("nft", "-j", "list", "table", "inet", "ruleplane", ns=self.node, check=False)
+        return json.loads(r.stdout)["nftables"] if r.returncode == 0 else []
+
+    def snat_objects(self):
+        names = []
+        for o in self.nft_table():
+            for kind in ("chain", "set", "map", "rule"):
+                if kind in o:
+                    obj = o[kind]
+                    tag = obj.get("name", "") if kind != "rule" else obj.get("comment", "")
+                    if "snat" in tag:
+                        names.append(f"{kind} {tag}")
+        return names
+
+    def tc(self):
+        qdisc = sh("tc", "qdisc", "show", "dev", "eth-out", ns=self.node).stdout.decode()
+        filters = ""
+        for d in ("ingress", "egress"):
+            filters += sh("tc", "filter", "show", "dev", "eth-out", d, ns=self.node, check=False).stdout.decode()
+        return qdisc, filters
+
+    def close(self):
+        for c in self.clients:
+            c.close()
+        for p in self.procs:
+            p.kill()
+            p.wait()
+            if p.stdout:
+                p.stdout.close()
+        self.stop_agent()
+        for ns in self.pods + [self.node, self.outside]:
+            sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(self.pin_dir, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def nft_snat(**kw):
+    return dict({"snat_mode": "nftables"}, **kw)
+
+
+def bpf_snat(**kw):
+    return dict({"snat_mode": "bpf"}, **kw)
+
+
+class SnatTest(unittest.TestCase):
+    def setUp(self):
+        if os.geteuid() != 0:
+            self.skipTest("e2e needs root (network namespaces, nftables, bpf)")
+        for f in (AGENT, CTL, os.path.join(PLUGIN_DIR, "ruleplane"), "/usr/lib/cni/bridge"):
+            if not os.access(f, os.X_OK):
+                self.fail(f"missing binary {f}")
+        self.labs = []
+
+    def tearDown(self):
+        for lab in self.labs:
+            if self._outcome and not all(e is None for _, e in getattr(self._outcome, "errors", [])):
+                print(f"--- agent log of {lab.id} ---\n{lab.log()[-6000:]}", file=sys.stderr)
+            lab.close()
+
+    def lab(self, name, snat):
+        lab = SnatLab(name, snat)
+        self.labs.append(lab)
+        lab.start_agent()
+        return lab
+
+    # --- the behaviour both backends share ---
+
+    def check_egress_reply_and_exclusion(self, lab):
+        ns, pod_ip = lab.add_pod(1)
+        # TCP and UDP: the outside sees the egress address, the reply reaches the pod.
+        self.assertEqual(lab.once(ns, "tcp"), NODE_IP)
+        self.assertEqual(lab.once(ns, "udp"), NODE_IP)
+        # An excluded destination sees the pod address.
+        self.assertEqual(lab.once(ns, "tcp", EXCLUDED_IP), pod_ip)
+        self.assertEqual(lab.once(ns, "udp", EXCLUDED_IP), pod_ip)
+        # A persistent connection: saturation stats see it on the egress address.
+        c = lab.client(ns)
+        self.assertEqual(c.open(), (0, NODE_IP))
+        stats = wait_for(lambda: (s := lab.snat_stats()) and s.get("translations") and s, what="snat translations")
+        egress = {e["address"]: e for e in stats["egress"]}
+        self.assertGreaterEqual(int(egress[NODE_IP].get("translations", 0)), 1, stats)
+        busiest = stats["busiest"][0]
+        self.assertEqual((busiest["egress_ip"], busiest["dst_ip"]), (NODE_IP, OUTSIDE_IP), stats)
+        return ns, pod_ip
+
+    def check_failover(self, lab, drop_reasons):
+        ns, _ = lab.add_pod(1)
+        c = lab.client(ns, timeout=4)
+        seen = [c.open()[1] for _ in range(4)]
+        # Two ports per address: two flows on the first, then the second.
+        self.assertEqual(seen, [NODE_IP, NODE_IP, EGRESS2, EGRESS2])
+        # Every address full: dropped (the connect times out) and counted.
+        idx, err = c.open()
+        self.assertEqual(idx, -1, err)
+        stats = wait_for(lambda: (s := lab.snat_stats()) and any(int(s.get("drops", {}).get(r, 0)) > 0
+                                                                  for r in drop_reasons) and s,
+                         what=f"drop counted as one of {drop_reasons}")
+        self.assertGreaterEqual(int(stats.get("failovers", 0)), 1, stats)
+        egress = {e["address"]: e for e in stats["egress"]}
+        self.assertEqual(int(egress[NODE_IP]["translations"]), 2, stats)
+        self.assertEqual(int(egress[EGRESS2]["translations"]), 2, stats)
+        self.assertEqual(stats["busiest"][0]["utilization"], 1, stats)
+        # The established flows keep working.
+        self.assertEqual([c.ask(i) for i in range(4)], [NODE_IP, NODE_IP, EGRESS2, EGRESS2])
+
+    def check_survives_sigkill(self, lab):
+        ns, _ = lab.add_pod(1)
+        c = lab.client(ns)
+        self.assertEqual(c.open(), (0, NODE_IP))
+        lab.kill_agent()
+        self.assertEqual(c.ask(0), NODE_IP, "established flow after SIGKILL")
+        self.assertEqual(c.udp(), NODE_IP, "new flow while the agent is down")
+        lab.start_agent()
+        self.assertEqual(c.ask(0), NODE_IP, "established flow after the restart")
+        self.assertEqual(c.open(), (1, NODE_IP))
+        self.assertEqual(lab.once(ns, "udp"), NODE_IP)
+
+    # --- nftables ---
+
+    def test_nftables_egress_reply_and_exclusion(self):
+        lab = self.lab("nft", nft_snat())
+        self.check_egress_reply_and_exclusion(lab)
+        self.assertIn("chain snat-v4", lab.snat_objects())
+        self.assertEqual(lab.tc()[1].strip(), "", "no tc filters in nftables mode")
+
+    def test_nftables_failover_tiny_range(self):
+        # Port exhaustion in nftables is seen in conntrack by the agent; until
+        # its steering element lands (one scan), the kernel drops the SYN and
+        # the client retransmits it onto the next address.
+        lab = self.lab("nftfo", nft_snat(snat_egress_ips=[NODE_IP, EGRESS2], snat_port_range="61000-61001"))
+        self.check_failover(lab, ["no_port"])
+        # Both addresses full for (outside, tcp, 7000): steering now drops
+        # its new flows in our rule (counted) instead of letting them clash.
+        table = lab.nft_table()
+        full = [o["set"].get("elem") for o in table if "set" in o and o["set"]["name"] == "snat-full-v4"]
+        self.assertTrue(full and full[0], table)
+        self.assertEqual(int(lab.snat_stats().get("exhausted_destinations", 0)), 1)
+
+    def test_nftables_established_flow_survives_agent_sigkill(self):
+        self.check_survives_sigkill(self.lab("nftkill", nft_snat()))
+
+    # --- bpf ---
+
+    def test_bpf_egress_reply_and_exclusion(self):
+        lab = self.lab("bpf", bpf_snat())
+        self.check_egress_reply_and_exclusion(lab)
+        self.assertEqual(lab.snat_objects(), [], "no SNAT rules in nftables in bpf mode")
+        self.assertIn(RP_FILTER_HANDLE, lab.tc()[1])
+
+    def test_bpf_failover_tiny_range(self):
+        lab = self.lab("bpffo", bpf_snat(snat_egress_ips=[NODE_IP, EGRESS2], snat_port_range="61000-61001"))
+        self.check_failover(lab, ["no_port"])
+
+    def test_bpf_established_flow_survives_agent_sigkill(self):
+        lab = self.lab("bpfkill", bpf_snat())
+        self.check_survives_sigkill(lab)
+        self.assertTrue(os.path.exists(os.path.join(lab.pin_dir, "ruleplane_rnat")))
+
+    # --- switching ---
+
+    def test_mode_switch_at_runtime_leaves_nothing_behind(self):
+        lab = self.lab("switch", nft_snat())
+        ns, pod_ip = lab.add_pod(1)
+        c = lab.client(ns)
+        self.assertEqual(c.open(), (0, NODE_IP))
+
+        lab.reload(bpf_snat())
+        self.assertEqual(lab.once(ns, "tcp"), NODE_IP)
+        self.assertEqual(lab.once(ns, "udp"), NODE_IP)
+        self.assertEqual(lab.snat_objects(), [], "nftables SNAT objects left after switching to bpf")
+        qdisc, filters = lab.tc()
+        self.assertIn(RP_FILTER_HANDLE, filters)
+        # A flow translated by conntrack before the switch keeps working.
+        self.assertEqual(c.ask(0), NODE_IP)
+
+        lab.reload({"snat_mode": "off"})
+        self.assertEqual(lab.once(ns, "tcp"), pod_ip, "mode off: the outside sees the pod")
+        qdisc, filters = lab.tc()
+        self.assertNotIn(RP_FILTER_HANDLE, filters, "tc filters left after leaving bpf mode")
+        self.assertNotIn("clsact", qdisc, "the clsact qdisc we created is left")
+        self.assertFalse(os.path.exists(lab.pin_dir), "pins left after leaving bpf mode")
+        self.assertEqual(lab.snat_objects(), [])
+
+        lab.reload(bpf_snat())
+        self.assertEqual(lab.once(ns, "tcp"), NODE_IP)
+        lab.reload(nft_snat())
+        self.assertEqual(lab.once(ns, "tcp"), NODE_IP)
+        self.assertEqual(lab.once(ns, "udp"), NODE_IP)
+        qdisc, filters = lab.tc()
+        self.assertNotIn(RP_FILTER_HANDLE, filters)
+        self.assertNotIn("clsact", qdisc)
+        self.assertFalse(os.path.exists(lab.pin_dir))
+        self.assertIn("chain snat-v4", lab.snat_objects())
+        self.assertEqual(sh(CTL, f"--socket={lab.sock}", "diff", check=False).returncode, 0,
+                         "desired and kernel state agree after the switches")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

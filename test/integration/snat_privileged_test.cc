@@ -1,0 +1,304 @@
+// Privileged tier: the SNAT backends against the real kernel, each test in
+// its own throwaway network namespace.
+//  - nftables: the rendered SNAT ruleset (interval exclusions, ifname set,
+//    steering map, NAT rules with register port ranges) commits, reads back
+//    identical (Reconcile finds nothing to do), and a settings change is a
+//    minimal diff that never touches pod elements.
+//  - bpf: BpfSnatPort loads, fills, attaches, survives a "restart" (a new
+//    port object adopting pins and the hook record), and removes exactly
+//    what it created (filters, a clsact qdisc it created, pins) - never a
+//    qdisc somebody else created.
+// Needs root (netns, nftables, CAP_BPF) and bpffs at /sys/fs/bpf (mounted
+// here when missing); skips loudly otherwise.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <linux/netfilter.h>
+#include <linux/magic.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <cstring>
+#include <functional>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "agent/backend/nft_snat_backend.h"
+#include "agent/backend/snat_backend.h"
+#include "agent/kernel/bpf/bpf_snat_port.h"
+#include "agent/kernel/bpf/snat_reader.h"
+#include "agent/kernel/nft/netlink_nft_port.h"
+#include "agent/txn/reconcile.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "test/integration/netns_fixture.h"
+
+namespace ruleplane {
+namespace {
+
+using ::ruleplane::testing::CommandResult;
+using ::ruleplane::testing::TestNetns;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+core::IpAddress Ip(const char* s) { return *core::IpAddress::Parse(s); }
+
+core::SnatSettings Snat(core::SnatMode mode) {
+  core::SnatSettings s;
+  s.mode = mode;
+  s.egress_interfaces = {"eth-out"};
+  s.egress_ipv4 = {Ip("192.0.2.1"), Ip("192.0.2.2")};
+  for (const char* p : {"10.0.0.0/8", "10.96.0.0/12", "172.16.0.0/12", "203.0.113.7", "240.0.0.0/4"}) {
+    s.exclude_ipv4.push_back(*core::IpPrefix::Parse(p));
+  }
+  s.ports = {61000, 61001};
+  return s;
+}
+
+// Runs `fn` on a thread of our own that joined the namespace (STYLE.md
+// section 6: never setns() a thread we do not own exclusively).
+void RunInNetns(const TestNetns& ns, const std::function<void()>& fn) {
+  std::thread t([&] {
+    const int fd = ::open(ns.path().c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << ns.path();
+    ASSERT_EQ(::setns(fd, CLONE_NEWNET), 0) << "setns " << ns.path();
+    ::close(fd);
+    fn();
+  });
+  t.join();
+}
+
+class PrivilegedSnatNftTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = ruleplane::testing::PrivilegedSkipReason()) GTEST_SKIP() << *why;
+    auto ns = TestNetns::Create();
+    ASSERT_TRUE(ns.ok()) << ns.status();
+    ns_ = std::move(*ns);
+    kernel::nft::NetlinkNftPort::Options o;
+    o.netns_path = ns_->path();
+    auto port = kernel::nft::NetlinkNftPort::Create(o);
+    ASSERT_TRUE(port.ok()) << port.status();
+    port_ = std::move(*port);
+  }
+
+  txn::DesiredElements Desired(const render::BaseRuleset& base, const std::vector<render::SetElement>& pods = {}) {
+    txn::DesiredElements d;
+    for (const render::SetElement& se : base.elements) d[se.set].push_back(se.element);
+    for (const render::SetElement& se : pods) d[se.set].push_back(se.element);
+    return d;
+  }
+
+  // Converges the kernel to (base, desired) and returns the ops it took.
+  std::vector<render::Op> Converge(const render::BaseRuleset& base, const txn::DesiredElements& desired) {
+    absl::StatusOr<txn::KernelTable> kernel = port_->Dump("ruleplane", NFPROTO_INET);
+    EXPECT_TRUE(kernel.ok()) << kernel.status();
+    std::vector<render::Op> ops = txn::Reconcile(base, desired, *kernel, nullptr);
+    if (ops.empty()) return ops;
+    render::Plan plan{"ruleplane", NFPROTO_INET, ops};
+    txn::CommitReport report = port_->Commit(plan);
+    EXPECT_TRUE(report.status.ok()) << report.status << "\n" << render::PlanToText(plan);
+    return ops;
+  }
+
+  std::unique_ptr<TestNetns> ns_;
+  std::unique_ptr<kernel::nft::NetlinkNftPort> port_;
+};
+
+TEST_F(PrivilegedSnatNftTest, RulesetCommitsAndReadsBackIdentical) {
+  render::Layout layout;
+  layout.snat = Snat(core::SnatMode::kNftables);
+  render::BaseRuleset base = backend::RenderFullBase(layout);
+  std::vector<render::SetElement> pods = render::ElementsOf([] {
+    core::Attachment a;
+    a.key = {"c1", "eth0"};
+    a.ips = {Ip("10.96.0.5")};
+    return a;
+  }());
+  ASSERT_FALSE(Converge(base, Desired(base, pods)).empty());
+  EXPECT_TRUE(Converge(base, Desired(base, pods)).empty()) << "read-back must match: nothing left to do";
+
+  CommandResult listed = ns_->RunIn("nft list table inet ruleplane");
+  ASSERT_EQ(listed.exit_code, 0) << listed.error;
+  EXPECT_THAT(listed.output, HasSubstr("jump snat-v4"));
+  EXPECT_THAT(listed.output, HasSubstr("snat ip to 192.0.2.1:61000-61001 fully-random"));
+  EXPECT_THAT(listed.output, HasSubstr("10.0.0.0/8"));
+  EXPECT_THAT(listed.output, HasSubstr("240.0.0.0/4"));
+
+  // Steering elements (as the monitor would) fit the kernel's sets.
+  backend::NftSnatBackend nft(layout.snat);
+  std::vector<render::SetElement> steering =
+      nft.PlanSteering({{Ip("192.0.2.1"), Ip("198.51.100.9"), 443, IPPROTO_TCP, 2},
+                        {Ip("192.0.2.1"), Ip("198.51.100.8"), 53, IPPROTO_UDP, 2},
+                        {Ip("192.0.2.2"), Ip("198.51.100.8"), 53, IPPROTO_UDP, 2}});
+  ASSERT_EQ(steering.size(), 2u);
+  std::vector<render::SetElement> all = pods;
+  all.insert(all.end(), steering.begin(), steering.end());
+  ASSERT_FALSE(Converge(base, Desired(base, all)).empty());
+  EXPECT_TRUE(Converge(base, Desired(base, all)).empty());
+  listed = ns_->RunIn("nft list map inet ruleplane snat-steer-v4; nft list set inet ruleplane snat-full-v4");
+  EXPECT_THAT(listed.output, HasSubstr("198.51.100.9 . tcp . 443"));
+  EXPECT_THAT(listed.output, HasSubstr(": 192.0.2.2"));
+  EXPECT_THAT(listed.output, HasSubstr("198.51.100.8 . udp . 53"));
+}
+
+TEST_F(PrivilegedSnatNftTest, SettingsChangeIsAMinimalDiffAndOffRemovesEverything) {
+  render::Layout layout;
+  layout.snat = Snat(core::SnatMode::kNftables);
+  render::BaseRuleset base = backend::RenderFullBase(layout);
+  ASSERT_FALSE(Converge(base, Desired(base)).empty());
+
+  // New exclusions and a reordered pool: exclusion elements change, the
+  // primary rule changes; pod sets are never touched.
+  layout.snat.exclude_ipv4 = {*core::IpPrefix::Parse("10.0.0.0/8"), *core::IpPrefix::Parse("192.168.0.0/16")};
+  layout.snat.egress_ipv4 = {Ip("192.0.2.2"), Ip("192.0.2.1")};
+  base = backend::RenderFullBase(layout);
+  std::vector<render::Op> ops = Converge(base, Desired(base));
+  ASSERT_FALSE(ops.empty());
+  for (const render::Op& o : ops) {
+    const std::string s = render::OpSummary(o);
+    EXPECT_THAT(s, Not(HasSubstr("pod-ipv4"))) << s;
+    EXPECT_THAT(s, Not(HasSubstr("delete set"))) << s;
+  }
+  EXPECT_TRUE(Converge(base, Desired(base)).empty());
+  CommandResult listed = ns_->RunIn("nft list table inet ruleplane");
+  EXPECT_THAT(listed.output, HasSubstr("192.168.0.0/16"));
+  EXPECT_THAT(listed.output, Not(HasSubstr("172.16.0.0/12")));
+  EXPECT_THAT(listed.output, HasSubstr("snat ip to 192.0.2.2:61000-61001"));
+
+  // Mode off: every SNAT object goes, in one batch.
+  render::Layout off;
+  base = backend::RenderFullBase(off);
+  Converge(base, Desired(base));
+  EXPECT_TRUE(Converge(base, Desired(base)).empty());
+  listed = ns_->RunIn("nft list table inet ruleplane");
+  ASSERT_EQ(listed.exit_code, 0);
+  EXPECT_THAT(listed.output, Not(HasSubstr("snat")));
+}
+
+// --- bpf ---
+
+std::optional<std::string> BpffsSkipReason() {
+  struct statfs fs {};
+  if (::statfs("/sys/fs/bpf", &fs) == 0 && fs.f_type == BPF_FS_MAGIC) return std::nullopt;
+  std::filesystem::create_directories("/sys/fs/bpf");
+  if (::mount("bpf", "/sys/fs/bpf", "bpf", 0, nullptr) == 0) return std::nullopt;
+  return absl::StrCat("no bpffs at /sys/fs/bpf and mounting one failed: ", std::strerror(errno));
+}
+
+class PrivilegedBpfSnatPortTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = ruleplane::testing::PrivilegedSkipReason()) GTEST_SKIP() << *why;
+    if (auto why = BpffsSkipReason()) GTEST_SKIP() << *why;
+    auto ns = TestNetns::Create();
+    ASSERT_TRUE(ns.ok()) << ns.status();
+    ns_ = std::move(*ns);
+    CommandResult r = ns_->RunIn(
+        "ip link add eth-out type veth peer name peer0 && ip addr add 192.0.2.1/24 dev eth-out && "
+        "ip link set eth-out up && ip link set peer0 up");
+    ASSERT_EQ(r.exit_code, 0) << r.error;
+    pin_dir_ = absl::StrCat("/sys/fs/bpf/rp-test-", ns_->name());
+    state_dir_ = std::filesystem::temp_directory_path() / absl::StrCat("rp-bpfport-", ns_->name());
+    std::filesystem::create_directories(state_dir_);
+  }
+  void TearDown() override {
+    std::filesystem::remove_all(pin_dir_);
+    std::filesystem::remove_all(state_dir_);
+  }
+  render::BpfSnatPlan Plan() {
+    render::BpfSnatPlan p;
+    p.enabled = true;
+    p.pin_dir = pin_dir_;
+    p.interfaces = {"eth-out"};
+    p.egress = {{192, 0, 2, 1}, {192, 0, 2, 2}};
+    p.exclusions = {{{10, 0, 0, 0}, 8}};
+    p.port_min = 61000;
+    p.port_max = 61001;
+    p.max_retries = 32;
+    return p;
+  }
+  kernel::bpf::BpfSnatPortOptions Options() { return {state_dir_.string(), pin_dir_}; }
+  std::string Tc() {
+    return ns_->RunIn("tc qdisc show dev eth-out; tc filter show dev eth-out ingress; tc filter show dev eth-out egress")
+        .output;
+  }
+
+  std::unique_ptr<TestNetns> ns_;
+  std::string pin_dir_;
+  std::filesystem::path state_dir_;
+};
+
+TEST_F(PrivilegedBpfSnatPortTest, AttachesFillsSurvivesRestartAndRemovesWhatItCreated) {
+  RunInNetns(*ns_, [&] {
+    {
+      kernel::bpf::BpfSnatPort port(Options());
+      absl::Status s = port.Converge(Plan(), {{10, 96, 0, 5}});
+      ASSERT_TRUE(s.ok()) << s;
+      ASSERT_TRUE(port.UpdatePods({{10, 96, 0, 6}}, {{10, 96, 0, 5}}).ok());
+      EXPECT_THAT(port.Describe(), HasSubstr("hooks=eth-out"));
+      // Destroying the port (agent exit) leaves everything running.
+    }
+    std::string tc = Tc();
+    EXPECT_THAT(tc, HasSubstr("clsact"));
+    EXPECT_THAT(tc, HasSubstr("snat_egress"));
+    EXPECT_THAT(tc, HasSubstr("snat_ingress"));
+    EXPECT_TRUE(std::filesystem::exists(pin_dir_ + "/ruleplane_pods"));
+    EXPECT_TRUE(std::filesystem::exists(state_dir_ / "bpf-snat-hooks"));
+    absl::StatusOr<kernel::bpf::SnatMapsSnapshot> maps = kernel::bpf::ReadPinnedSnatMaps(pin_dir_);
+    ASSERT_TRUE(maps.ok()) << maps.status();
+    EXPECT_TRUE(maps->egress[0].live && maps->egress[1].live);
+    EXPECT_FALSE(maps->egress[2].live);
+
+    // "Restart": a new port adopts the pins and replaces the filters.
+    kernel::bpf::BpfSnatPort port(Options());
+    ASSERT_TRUE(port.Converge(Plan(), {{10, 96, 0, 6}}).ok());
+    EXPECT_THAT(Tc(), HasSubstr("snat_egress"));
+    // Leaving bpf mode: filters, our clsact, pins and the record go.
+    absl::Status s = port.Converge(render::BpfSnatPlan{}, {});
+    ASSERT_TRUE(s.ok()) << s;
+    tc = Tc();
+    EXPECT_THAT(tc, Not(HasSubstr("snat_")));
+    EXPECT_THAT(tc, Not(HasSubstr("clsact"))) << "we created the clsact qdisc, so it goes";
+    EXPECT_FALSE(std::filesystem::exists(pin_dir_));
+    EXPECT_FALSE(std::filesystem::exists(state_dir_ / "bpf-snat-hooks"));
+  });
+}
+
+TEST_F(PrivilegedBpfSnatPortTest, NeverRemovesAQdiscItDidNotCreate) {
+  CommandResult r = ns_->RunIn("tc qdisc add dev eth-out clsact");
+  ASSERT_EQ(r.exit_code, 0) << r.error;
+  RunInNetns(*ns_, [&] {
+    kernel::bpf::BpfSnatPort port(Options());
+    ASSERT_TRUE(port.Converge(Plan(), {}).ok());
+    EXPECT_THAT(Tc(), HasSubstr("snat_egress"));
+    ASSERT_TRUE(port.Converge(render::BpfSnatPlan{}, {}).ok());
+    std::string tc = Tc();
+    EXPECT_THAT(tc, Not(HasSubstr("snat_")));
+    EXPECT_THAT(tc, HasSubstr("clsact")) << "someone else's qdisc stays";
+  });
+}
+
+TEST_F(PrivilegedBpfSnatPortTest, CleansUpAfterAPredecessorWithoutLoadingAnything) {
+  RunInNetns(*ns_, [&] {
+    {
+      kernel::bpf::BpfSnatPort port(Options());
+      ASSERT_TRUE(port.Converge(Plan(), {}).ok());
+    }
+    // A new agent that starts in another mode removes the predecessor's
+    // dataplane from the record and the pin dir alone.
+    kernel::bpf::BpfSnatPort port(Options());
+    ASSERT_TRUE(port.Converge(render::BpfSnatPlan{}, {}).ok());
+    std::string tc = Tc();
+    EXPECT_THAT(tc, Not(HasSubstr("snat_")));
+    EXPECT_THAT(tc, Not(HasSubstr("clsact")));
+    EXPECT_FALSE(std::filesystem::exists(pin_dir_));
+    EXPECT_EQ(port.Describe(), "bpf dataplane off");
+  });
+}
+
+}  // namespace
+}  // namespace ruleplane

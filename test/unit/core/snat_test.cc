@@ -1,0 +1,119 @@
+// core/snat: parsing and validation of SNAT settings. Pure.
+#include "agent/core/snat.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "test/unit/test_util.h"
+
+namespace ruleplane::core {
+namespace {
+
+using ::ruleplane::testing::Ip;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+TEST(SnatModeTest, ParsesEveryNameAndRejectsOthers) {
+  EXPECT_EQ(*ParseSnatMode("off"), SnatMode::kOff);
+  EXPECT_EQ(*ParseSnatMode(""), SnatMode::kOff);
+  EXPECT_EQ(*ParseSnatMode("nftables"), SnatMode::kNftables);
+  EXPECT_EQ(*ParseSnatMode("nft"), SnatMode::kNftables);
+  EXPECT_EQ(*ParseSnatMode("bpf"), SnatMode::kBpf);
+  EXPECT_FALSE(ParseSnatMode("iptables").ok());
+  EXPECT_EQ(SnatModeName(SnatMode::kBpf), "bpf");
+}
+
+TEST(IpPrefixTest, ParsesAndRefusesHostBits) {
+  auto p = IpPrefix::Parse("10.0.0.0/8");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->ToString(), "10.0.0.0/8");
+  EXPECT_EQ(IpPrefix::Parse("192.0.2.7")->len, 32);
+  EXPECT_EQ(IpPrefix::Parse("fd00::/8")->ToString(), "fd00::/8");
+  EXPECT_THAT(std::string(IpPrefix::Parse("10.1.0.0/8").status().message()), HasSubstr("host bits"));
+  EXPECT_FALSE(IpPrefix::Parse("10.0.0.0/33").ok());
+  EXPECT_FALSE(IpPrefix::Parse("nope/8").ok());
+}
+
+TEST(IpPrefixTest, EndExclusiveAndContains) {
+  EXPECT_EQ(IpPrefix::Parse("10.0.0.0/8")->EndExclusive(), Ip("11.0.0.0").bytes());
+  EXPECT_EQ(IpPrefix::Parse("10.255.255.255/32")->EndExclusive(), Ip("11.0.0.0").bytes());
+  EXPECT_EQ(IpPrefix::Parse("192.168.1.128/25")->EndExclusive(), Ip("192.168.2.0").bytes());
+  EXPECT_TRUE(IpPrefix::Parse("255.0.0.0/8")->EndExclusive().empty()) << "wraps: open-ended";
+  EXPECT_TRUE(IpPrefix::Parse("0.0.0.0/0")->EndExclusive().empty());
+  EXPECT_EQ(IpPrefix::Parse("fd00::/8")->EndExclusive(), Ip("fe00::").bytes());
+  EXPECT_TRUE(IpPrefix::Parse("10.0.0.0/8")->Contains(Ip("10.9.8.7")));
+  EXPECT_FALSE(IpPrefix::Parse("10.0.0.0/8")->Contains(Ip("11.0.0.0")));
+  EXPECT_FALSE(IpPrefix::Parse("10.0.0.0/8")->Contains(Ip("fd00::1")));
+}
+
+TEST(PortRangeTest, Parses) {
+  EXPECT_EQ(*PortRange::Parse("61000-65535"), (PortRange{61000, 65535}));
+  EXPECT_EQ(*PortRange::Parse("4000"), (PortRange{4000, 4000}));
+  EXPECT_EQ(PortRange::Parse("61000-61001")->size(), 2u);
+  EXPECT_FALSE(PortRange::Parse("0-10").ok());
+  EXPECT_FALSE(PortRange::Parse("20-10").ok());
+  EXPECT_FALSE(PortRange::Parse("1-65536").ok());
+  EXPECT_FALSE(PortRange::Parse("a-b").ok());
+}
+
+SnatSettings Valid(SnatMode mode) {
+  SnatSettings s;
+  s.mode = mode;
+  s.egress_interfaces = {"eth0"};
+  s.egress_ipv4 = {Ip("192.0.2.1")};
+  return s;
+}
+
+TEST(ValidateSnatSettingsTest, AcceptsTheUsualConfigs) {
+  EXPECT_TRUE(ValidateSnatSettings(SnatSettings{}).ok()) << "off needs nothing";
+  EXPECT_TRUE(ValidateSnatSettings(Valid(SnatMode::kNftables)).ok());
+  EXPECT_TRUE(ValidateSnatSettings(Valid(SnatMode::kBpf)).ok());
+}
+
+TEST(ValidateSnatSettingsTest, ErrorsNameTheField) {
+  struct Case {
+    std::function<void(SnatSettings&)> mutate;
+    std::string field;
+  };
+  const std::vector<Case> cases = {
+      {[](SnatSettings& s) { s.egress_interfaces.clear(); }, "snat_egress_interfaces: "},
+      {[](SnatSettings& s) { s.egress_interfaces = {"eth0", "eth0"}; }, "snat_egress_interfaces: "},
+      {[](SnatSettings& s) { s.egress_interfaces = {"a/b"}; }, "snat_egress_interfaces: "},
+      {[](SnatSettings& s) { s.egress_ipv4.clear(); }, "snat_egress_ips: "},
+      {[](SnatSettings& s) { s.egress_ipv4 = {Ip("fd00::1")}; }, "snat_egress_ips: "},
+      {[](SnatSettings& s) { s.egress_ipv4 = {Ip("192.0.2.1"), Ip("192.0.2.1")}; }, "snat_egress_ips: "},
+      {[](SnatSettings& s) { s.egress_ipv4.assign(9, Ip("192.0.2.1")); }, "snat_egress_ips: "},
+      {[](SnatSettings& s) { s.exclude_ipv4 = {*IpPrefix::Parse("fd00::/8")}; }, "snat_exclude: "},
+      {[](SnatSettings& s) { s.ports = PortRange{10, 5}; }, "snat_port_range: "},
+      {[](SnatSettings& s) { s.bpf_max_retries = 0; }, "snat_bpf_max_retries: "},
+      {[](SnatSettings& s) { s.failover_headroom_percent = 90; }, "snat_failover_headroom_percent: "},
+      {[](SnatSettings& s) { s.bpf_pin_dir = "relative"; }, "bpf_pin_dir: "},
+      {[](SnatSettings& s) { s.ipv6 = true; }, "snat_egress_ipv6_ips: "},
+      {[](SnatSettings& s) {
+         s.mode = SnatMode::kBpf;
+         s.ipv6 = true;
+         s.egress_ipv6 = {Ip("fd00::1")};
+       },
+       "snat_ipv6: "},
+  };
+  for (const Case& c : cases) {
+    SnatSettings s = Valid(SnatMode::kNftables);
+    c.mutate(s);
+    absl::Status st = ValidateSnatSettings(s);
+    EXPECT_TRUE(absl::IsInvalidArgument(st)) << c.field << " " << st;
+    EXPECT_THAT(std::string(st.message()), StartsWith(c.field));
+  }
+}
+
+TEST(SnatSettingsTest, EffectivePortsPerBackend) {
+  EXPECT_EQ(Valid(SnatMode::kBpf).EffectivePorts(), kBpfDefaultPorts);
+  EXPECT_EQ(Valid(SnatMode::kNftables).EffectivePorts(), kNftDefaultPorts);
+  SnatSettings s = Valid(SnatMode::kBpf);
+  s.ports = {40000, 40001};
+  EXPECT_EQ(s.EffectivePorts().size(), 2u);
+  EXPECT_EQ(DescribeSnat(s),
+            "mode=bpf ifaces=eth0 egress=192.0.2.1 exclude= ports=40000-40001 fully_random=true "
+            "pin_dir=/sys/fs/bpf/ruleplane");
+}
+
+}  // namespace
+}  // namespace ruleplane::core
