@@ -345,16 +345,19 @@ class Bench:
             print(f"  [{load}] {what} {i}/{n}  " + ", ".join(bits), file=sys.stderr, flush=True)
 
     def locks_from_agent(self, sock):
-        r = subprocess.run([self.ctl_bin, f"--socket={sock}", "--json", "locks"], capture_output=True, text=True,
-                           timeout=10)
-        if r.returncode != 0:
-            if "locks" not in (r.stdout + r.stderr).split("commands:")[-1]:
-                return {"available": False, "note": "ruleplanectl has no `locks` command in this build"}
-            return {"available": False, "note": (r.stderr or r.stdout).strip()[-200:]}
+        """The agent's xtables lock monitor (Diagnostics.GetLockStats via
+        `ruleplanectl --json locks`): totals per holder since the agent
+        started. Exit 1 with JSON means it answered but flags a problem
+        (e.g. both iptables backends in use); the JSON is kept either way."""
+        r = subprocess.run([self.ctl_bin, f"--socket={sock}", "--json", "--recent=20", "locks"], capture_output=True,
+                           text=True, timeout=10)
         try:
-            return {"available": True, "data": json.loads(r.stdout)}
+            return {"available": True, "rc": r.returncode, "data": json.loads(r.stdout)}
         except ValueError:
-            return {"available": True, "raw": r.stdout[-2000:]}
+            pass
+        if "locks" not in (r.stdout + r.stderr).split("commands:")[-1]:
+            return {"available": False, "note": "ruleplanectl has no `locks` command in this build"}
+        return {"available": False, "note": (r.stderr or r.stdout).strip()[-200:]}
 
     def lock_metrics(self, node):
         """ruleplane_xtables_lock_* from the agent's /metrics, when its lock
@@ -495,7 +498,10 @@ def print_report(res, out=sys.stdout):
               f"  waited ~{d['waited_s']:7.2f} s\n")
         la = ch.get("locks_agent", {})
         w(f"  agent lock monitor (ruleplanectl locks): "
-          f"{'recorded in JSON' if la.get('available') else 'not available: ' + la.get('note', '')[:80]}\n")
+          f"{'' if la.get('available') else 'not available: ' + la.get('note', '')[:80]}\n")
+        for h in agent_lock_delta(run):
+            w(f"    {h['holder'][:30]:30} holds {h['holds']:>5}  held {h['total_seconds']:8.2f} s  longest "
+              f"{h['longest_seconds']:.2f} s  e.g. {h['example'][:60]}\n")
         lm = ch.get("lock_metrics", [])
         w(f"  agent metrics ruleplane_xtables_lock_*: {len(lm)} series" + (" (in JSON)\n" if lm else "\n"))
     w("\nheadline: p99 under churn / p99 idle (chain exec, first plugin spawn -> last plugin exit)\n"
@@ -504,6 +510,30 @@ def print_report(res, out=sys.stdout):
     for h in headline(res):
         w(f"  N={h['n']:<5} {h['chain']:10} seq {h['seq_txt']:>8} [/floor {h['seq_vs_floor_txt']:>7}]   "
           f"conc {h['conc_txt']:>8} [/floor {h['conc_vs_floor_txt']:>7}]{h['target']}\n")
+
+
+def agent_lock_delta(run):
+    """Per holder, what the agent's monitor saw during the churn phase: its
+    totals at the end of churn minus those at the end of idle (the monitor
+    counts from agent start, which was before the idle phase)."""
+    def totals(phase):
+        d = run["phases"][phase].get("locks_agent", {})
+        if not d.get("available"):
+            return None
+        return {h["holder"]: h for h in d["data"].get("holders", [])}
+    end, start = totals("churn"), totals("idle") or {}
+    if end is None:
+        return []
+    out = []
+    for name, h in end.items():
+        b = start.get(name, {})
+        holds = int(h.get("holds", 0)) - int(b.get("holds", 0))
+        if holds <= 0:
+            continue
+        out.append({"holder": name, "holds": holds,
+                    "total_seconds": float(h.get("total_seconds", 0)) - float(b.get("total_seconds", 0)),
+                    "longest_seconds": float(h.get("longest_seconds", 0)), "example": h.get("example", "")})
+    return sorted(out, key=lambda x: -x["total_seconds"])
 
 
 def ratio(churn, idle):

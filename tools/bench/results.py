@@ -26,6 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
+import contention  # noqa: E402
 import svgplot  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -335,11 +336,27 @@ def contention_section(runs, svgdir, lines, svgs):
                      "`iptables -w` calls: they hold the lock for milliseconds and wait for it for seconds.\n")
         la = [p["phases"]["churn"].get("locks_agent", {}) for p in per]
         if any(x.get("available") for x in la):
-            lines.append("\nThe agent's own xtables lock monitor (`ruleplanectl locks --json`) at the end of the "
-                         "churn phase:\n")
-            for x in la:
-                if x.get("available"):
-                    lines.append("```json\n" + json.dumps(x.get("data", x.get("raw")), indent=1)[:3000] + "\n```")
+            lines.append("What the agent's own xtables lock monitor saw during the churn phase "
+                         "(`ruleplanectl --json locks`, i.e. Diagnostics.GetLockStats; its totals at the end of "
+                         "churn minus those at the end of idle; all runs):\n")
+            lines.append("| holder (agent's name) | holds | total held | longest | latest example |")
+            lines.append("|---|---|---|---|---|")
+            agg = {}
+            for p in per:
+                for h in contention.agent_lock_delta(p):
+                    a = agg.setdefault(h["holder"], [0, 0.0, 0.0, ""])
+                    a[0] += h["holds"]
+                    a[1] += h["total_seconds"]
+                    a[2] = max(a[2], h["longest_seconds"])
+                    a[3] = h["example"]
+            for name, (h, t, mx, ex) in sorted(agg.items(), key=lambda kv: -kv[1][1])[:8]:
+                lines.append(f"| `{name}` | {h} | {t:.2f} s | {mx * 1000:.0f} ms | {ex[:90]} |")
+            d = next(x["data"] for x in reversed(la) if x.get("available"))
+            lines.append(f"\nMonitor state at the end of the last run's churn phase: lock file `{d.get('path')}` "
+                         f"({d.get('file_state')}), {d.get('holds')} holds since agent start, {d.get('long_holds', 0)} "
+                         f"of them ≥ {d.get('long_hold_threshold_seconds', 0):g} s, longest "
+                         f"{float(d.get('longest_hold_seconds', 0)):.2f} s, {d.get('opens', 0)} opens of the lock "
+                         f"file; backends: {d.get('backends', {}).get('summary', '?')}.\n")
         else:
             lines.append("\nThe agent's xtables lock monitor (`ruleplanectl locks`) was not in this build, so the "
                          "holders above come from the benchmark's own `/proc/locks` sampler.\n")
