@@ -362,8 +362,10 @@ def contention_section(runs, svgdir, lines, svgs):
                          "holders above come from the benchmark's own `/proc/locks` sampler.\n")
         lm = [p["phases"]["churn"].get("lock_metrics", []) for p in per]
         if any(lm):
-            lines.append("The agent's `ruleplane_xtables_lock_*` metrics at the end of the churn phase (last run):\n")
-            lines.append("```\n" + "\n".join(next(x for x in reversed(lm) if x)[:40]) + "\n```\n")
+            lines.append("The agent's `ruleplane_xtables_lock_*` metrics at the end of the churn phase (last run; "
+                         "histogram buckets left out):\n")
+            last = [l for l in next(x for x in reversed(lm) if x) if "_bucket{" not in l]
+            lines.append("```\n" + "\n".join(last[:30]) + "\n```\n")
         # plot
         rows = []
         for ci, c in enumerate(CHAINS):
