@@ -20,8 +20,10 @@
  * start ("fully random", like NF_NAT_RANGE_PROTO_RANDOM_FULLY) and probed
  * linearly for at most max_retries ports per egress address; when one address
  * has no free port the next one is tried (RP_FAILOVER), when none has we drop
- * (RP_DROP_NO_PORT). State lives in LRU maps without timeouts: the LRU evicts
- * the least recently used flows under pressure.
+ * (RP_DROP_NO_PORT). State lives in LRU maps; a port claim whose flow has
+ * been idle past its timeout (rp_rnat_val.stamp: TCP 2 h 4 min, 60 s after
+ * FIN/RST, UDP and ICMP 30 s) is reclaimed by the allocator, and the LRU
+ * evicts the least recently used flows under memory pressure.
  *
  * The port range must not overlap the node's ip_local_port_range (or must be
  * listed in ip_local_reserved_ports) when an egress address is also the node's
@@ -143,6 +145,11 @@ struct rp_icmphdr {
 #define RP_ICMP_TIME_EXCEEDED 11
 #define RP_ICMP_PARAMETERPROB 12
 
+/* TCP header flag bits (byte 13 of the header). */
+#define RP_TCP_FIN 0x01
+#define RP_TCP_SYN 0x02
+#define RP_TCP_RST 0x04
+
 /* IPv4 frag_off bits (host order); the uapi headers do not export them. */
 #define RP_IP_MF 0x2000
 #define RP_IP_OFFSET 0x1fff
@@ -180,6 +187,7 @@ struct rp_pkt {
 	__u8 proto;
 	__u8 frag;    /* enum rp_frag */
 	__u8 icmp_type;
+	__u8 tcp_flags; /* TCP only */
 };
 
 static __always_inline void rp_count(__u32 reason)
@@ -300,6 +308,13 @@ static __always_inline int rp_parse_l4(struct __sk_buff *skb, struct rp_pkt *p)
 		/* source and dest open both tcphdr and udphdr */
 		p->sport = *(__be16 *)(l4 + offsetof(struct udphdr, source));
 		p->dport = *(__be16 *)(l4 + offsetof(struct udphdr, dest));
+	}
+	if (p->proto == IPPROTO_TCP) {
+		/* Bounds check for the verifier (rp_pull made all 20 bytes
+		 * linear): the flags byte is the 14th. */
+		if ((void *)(l4 + 14) > data_end)
+			return RP_PARSE_BAD;
+		p->tcp_flags = l4[13];
 	}
 	return RP_PARSE_OK;
 }
@@ -425,12 +440,86 @@ static __always_inline bool rp_dst_excluded(__be32 daddr)
 	return false;
 }
 
+/* Seconds of the coarse monotonic clock, mod 32768; never 0 ("unknown"). */
+static __always_inline __u16 rp_clock(void)
+{
+	__u16 c = (__u16)((bpf_ktime_get_coarse_ns() / 1000000000ULL) &
+			  RP_STAMP_CLOCK_MASK);
+
+	return c ? c : 1;
+}
+
+/* The stamp a claim gets from a packet of its flow (see snat_maps.h). */
+static __always_inline __u16 rp_stamp(__u16 old, const struct rp_pkt *p)
+{
+	__u16 closing = old & RP_STAMP_CLOSING;
+
+	if (p->proto == IPPROTO_TCP) {
+		if (p->tcp_flags & (RP_TCP_FIN | RP_TCP_RST))
+			closing = RP_STAMP_CLOSING;
+		else if (p->tcp_flags & RP_TCP_SYN)
+			closing = 0; /* a new connection on the same tuple */
+	}
+	return rp_clock() | closing;
+}
+
+/* Refreshes a claim; written only when it changes (at most once a second
+ * per flow), to keep the cache line clean on the fast path. */
+static __always_inline void rp_touch(struct rp_rnat_val *rv,
+				     const struct rp_pkt *p)
+{
+	__u16 s = rp_stamp(rv->stamp, p);
+
+	if (rv->stamp != s)
+		rv->stamp = s;
+}
+
+static __always_inline bool rp_stamp_stale(__u16 stamp, __u8 proto, __u16 now)
+{
+	__u16 t = stamp & RP_STAMP_CLOCK_MASK;
+	__u16 age, timeout;
+
+	if (!t)
+		return false; /* unknown age: only the LRU may take it */
+	age = (now - t) & RP_STAMP_CLOCK_MASK;
+	if (proto == IPPROTO_TCP)
+		timeout = (stamp & RP_STAMP_CLOSING) ? RP_TIMEOUT_TCP_CLOSING :
+						       RP_TIMEOUT_TCP;
+	else if (proto == IPPROTO_UDP)
+		timeout = RP_TIMEOUT_UDP;
+	else
+		timeout = RP_TIMEOUT_ICMP;
+	return age > timeout;
+}
+
+/*
+ * Takes over the claim @cur if its flow is idle past its timeout. The whole
+ * 8-byte value is swapped with one compare-and-swap against the value we
+ * judged stale: a concurrent refresh (the old flow woke up) or a concurrent
+ * reclaim by another CPU makes it fail, and the caller probes on.
+ */
+static __always_inline bool rp_reclaim(struct rp_rnat_val *cur,
+				       const struct rp_rnat_val *want,
+				       __u8 proto, __u16 now)
+{
+	struct rp_rnat_val seen;
+	__u64 old, new;
+
+	old = *(volatile __u64 *)cur;
+	__builtin_memcpy(&seen, &old, sizeof(seen));
+	if (!rp_stamp_stale(seen.stamp, proto, now))
+		return false;
+	__builtin_memcpy(&new, want, sizeof(new));
+	return __sync_val_compare_and_swap((__u64 *)cur, old, new) == old;
+}
+
 /*
  * Allocates a new (egress address, port) for the flow @fk and claims it by
- * inserting the reverse entry. Returns 0 with @out filled, or the drop
- * reason.
+ * inserting the reverse entry, or by reclaiming an idle one. Returns 0 with
+ * @out filled, or the drop reason.
  */
 static __always_inline __u32 rp_snat_alloc(const struct rp_nat_key *fk,
+					   const struct rp_pkt *p,
 					   struct rp_nat_val *out)
 {
 	struct rp_rnat_key rk = {
@@ -441,9 +530,12 @@ static __always_inline __u32 rp_snat_alloc(const struct rp_nat_key *fk,
 	struct rp_rnat_val rv = {
 		.pod_addr = fk->saddr,
 		.pod_port = fk->sport,
+		.stamp = rp_stamp(0, p),
 	};
+	struct rp_rnat_val *cur;
 	struct rp_snat_cfg *cfg;
 	__u32 zero = 0, idx, count, range;
+	__u16 now = rv.stamp & RP_STAMP_CLOCK_MASK;
 	bool tried = false, failed_over = false;
 
 	cfg = bpf_map_lookup_elem(&ruleplane_cfg, &zero);
@@ -486,20 +578,26 @@ static __always_inline __u32 rp_snat_alloc(const struct rp_nat_key *fk,
 			 * The claim: BPF_NOEXIST is atomic under the bucket
 			 * lock, so of two flows racing for a tuple one wins.
 			 */
-			if (!bpf_map_update_elem(&ruleplane_rnat, &rk, &rv,
-						 BPF_NOEXIST)) {
-				out->egress_addr = eaddr;
-				out->egress_port = rk.egress_port;
-				out->egress_idx = idx;
-				out->pad = 0;
-				if (st)
-					st->allocs++;
-				if (failed_over)
-					rp_count(RP_FAILOVER);
-				return 0;
+			if (bpf_map_update_elem(&ruleplane_rnat, &rk, &rv,
+						BPF_NOEXIST)) {
+				/* Taken: ours only if its flow went idle. */
+				cur = bpf_map_lookup_elem(&ruleplane_rnat, &rk);
+				if (!cur || !rp_reclaim(cur, &rv, fk->proto, now)) {
+					if (st)
+						st->collisions++;
+					continue;
+				}
+				rp_count(RP_NAT_RECLAIM);
 			}
+			out->egress_addr = eaddr;
+			out->egress_port = rk.egress_port;
+			out->egress_idx = idx;
+			out->pad = 0;
 			if (st)
-				st->collisions++;
+				st->allocs++;
+			if (failed_over)
+				rp_count(RP_FAILOVER);
+			return 0;
 		}
 		if (st)
 			st->exhausted++;
@@ -518,9 +616,14 @@ static __always_inline __u32 rp_snat_alloc(const struct rp_nat_key *fk,
  * claimed in the meantime makes the forward entry stale.
  */
 static __always_inline __u32 rp_snat_lookup(const struct rp_nat_key *fk,
+					    const struct rp_pkt *p,
 					    struct rp_nat_val *out)
 {
-	struct rp_rnat_val back = { .pod_addr = fk->saddr, .pod_port = fk->sport };
+	struct rp_rnat_val back = {
+		.pod_addr = fk->saddr,
+		.pod_port = fk->sport,
+		.stamp = rp_stamp(0, p),
+	};
 	struct rp_rnat_key rk = {};
 	struct rp_rnat_val *rv;
 	struct rp_nat_val *fv;
@@ -535,8 +638,10 @@ static __always_inline __u32 rp_snat_lookup(const struct rp_nat_key *fk,
 		rk.remote_port = fk->dport;
 		rk.proto = fk->proto;
 		rv = bpf_map_lookup_elem(&ruleplane_rnat, &rk);
-		if (rv && rv->pod_addr == fk->saddr && rv->pod_port == fk->sport)
+		if (rv && rv->pod_addr == fk->saddr && rv->pod_port == fk->sport) {
+			rp_touch(rv, p);
 			return 0;
+		}
 		if (!rv && !bpf_map_update_elem(&ruleplane_rnat, &rk, &back,
 						BPF_NOEXIST))
 			return 0;
@@ -544,7 +649,7 @@ static __always_inline __u32 rp_snat_lookup(const struct rp_nat_key *fk,
 		bpf_map_delete_elem(&ruleplane_nat, fk);
 	}
 
-	reason = rp_snat_alloc(fk, out);
+	reason = rp_snat_alloc(fk, p, out);
 	if (reason)
 		return reason;
 
@@ -665,7 +770,7 @@ int snat_egress(struct __sk_buff *skb)
 	fk.sport = p.sport;
 	fk.dport = p.dport;
 	fk.proto = p.proto;
-	reason = rp_snat_lookup(&fk, &nv);
+	reason = rp_snat_lookup(&fk, &p, &nv);
 	if (reason) {
 		rp_count(reason);
 		return TC_ACT_SHOT;
@@ -849,6 +954,7 @@ int snat_ingress(struct __sk_buff *skb)
 	}
 	pod_addr = rv->pod_addr;
 	pod_port = rv->pod_port;
+	rp_touch(rv, &p);
 
 	if (rp_rewrite(skb, &p, p.l3_off + offsetof(struct iphdr, daddr),
 		       p.daddr, pod_addr, rp_dport_off(&p), rk.egress_port,

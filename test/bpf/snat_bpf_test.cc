@@ -7,6 +7,8 @@
 #include <linux/pkt_cls.h>
 #include <sched.h>
 
+#include <time.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <set>
@@ -523,6 +525,123 @@ TEST_F(PrivilegedBpfSnatTest, ReclaimedPortGivesFlowNewMapping) {
   ASSERT_OK_AND_ASSIGN(const auto rev, prog_->LookupReverseNat(rk));
   ASSERT_TRUE(rev.has_value());
   EXPECT_EQ(rev->pod_addr, kPod2.network_order());  // the other flow keeps its claim
+}
+
+// --- idle claims (rp_rnat_val.stamp) ---
+
+// The datapath's clock for stamps: coarse monotonic seconds mod 32768.
+uint16_t NowStamp() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  const uint16_t c = static_cast<uint16_t>(ts.tv_sec & RP_STAMP_CLOCK_MASK);
+  return c ? c : 1;
+}
+uint16_t SecondsAgo(uint16_t seconds) {
+  return static_cast<uint16_t>((NowStamp() - seconds) & RP_STAMP_CLOCK_MASK);
+}
+
+class PrivilegedBpfSnatReclaimTest : public PrivilegedBpfSnatTest {
+ protected:
+  void SetUp() override {
+    PrivilegedBpfSnatTest::SetUp();
+    if (IsSkipped()) return;
+    SnatConfig one_port;
+    one_port.port_min = 61000;
+    one_port.port_max = 61000;
+    Load(one_port, {kEgress1});
+  }
+  // Claims the only port for kPod:1000 -> kRemote:port and returns its key.
+  rp_rnat_key ClaimOnlyPort(uint8_t proto, uint16_t port) {
+    const Bytes first = proto == kProtoTcp ? BuildTcp(kPod, 1000, kRemote, port) : BuildUdp(kPod, 1000, kRemote, port);
+    EXPECT_EQ(Egress(first).verdict, TC_ACT_OK);
+    return ReverseKey(kEgress1, 61000, kRemote, port, proto);
+  }
+  void SetStamp(const rp_rnat_key& rk, uint16_t stamp) {
+    auto fd = MapFdByName(prog_->egress_prog_fd(), "ruleplane_rnat");
+    ASSERT_TRUE(fd.ok()) << fd.status();
+    rp_rnat_val v{};
+    ASSERT_EQ(bpf_map_lookup_elem(fd->get(), &rk, &v), 0);
+    v.stamp = stamp;
+    ASSERT_EQ(bpf_map_update_elem(fd->get(), &rk, &v, BPF_EXIST), 0);
+  }
+  uint16_t Stamp(const rp_rnat_key& rk) {
+    auto v = prog_->LookupReverseNat(rk);
+    EXPECT_TRUE(v.ok() && v->has_value());
+    return v.ok() && v->has_value() ? (*v)->stamp : 0;
+  }
+  // A second pod's flow to the same destination: does it get the port?
+  int SecondFlow(uint8_t proto, uint16_t port) {
+    return Egress(proto == kProtoTcp ? BuildTcp(kPod2, 2000, kRemote, port) : BuildUdp(kPod2, 2000, kRemote, port))
+        .verdict;
+  }
+};
+
+// A UDP claim idle past its timeout (30 s) goes to the next flow that needs
+// the port; the old flow, if it wakes up, finds its port taken.
+TEST_F(PrivilegedBpfSnatReclaimTest, IdleUdpClaimIsReclaimed) {
+  const rp_rnat_key rk = ClaimOnlyPort(kProtoUdp, 53);
+  SetStamp(rk, SecondsAgo(RP_TIMEOUT_UDP + 10));
+  EXPECT_EQ(SecondFlow(kProtoUdp, 53), TC_ACT_OK);
+  EXPECT_EQ(Count(RP_NAT_RECLAIM), 1u);
+  ASSERT_OK_AND_ASSIGN(const auto rev, prog_->LookupReverseNat(rk));
+  ASSERT_TRUE(rev.has_value());
+  EXPECT_EQ(rev->pod_addr, kPod2.network_order());
+  EXPECT_EQ(ntohs(rev->pod_port), 2000);
+  // The first flow's next datagram: stale mapping, no free port, dropped.
+  EXPECT_EQ(Egress(BuildUdp(kPod, 1000, kRemote, 53)).verdict, TC_ACT_SHOT);
+  EXPECT_EQ(Count(RP_NAT_STALE), 1u);
+  EXPECT_EQ(Count(RP_DROP_NO_PORT), 1u);
+}
+
+// A claim in use is never taken: the new flow is dropped and counted.
+TEST_F(PrivilegedBpfSnatReclaimTest, ActiveClaimIsNotReclaimed) {
+  const rp_rnat_key rk = ClaimOnlyPort(kProtoUdp, 53);
+  SetStamp(rk, SecondsAgo(RP_TIMEOUT_UDP - 10));
+  EXPECT_EQ(SecondFlow(kProtoUdp, 53), TC_ACT_SHOT);
+  EXPECT_EQ(Count(RP_NAT_RECLAIM), 0u);
+  EXPECT_EQ(Count(RP_DROP_NO_PORT), 1u);
+}
+
+// TCP: an established flow keeps its port for 2 h 4 min of silence; after a
+// FIN or RST the claim may go 60 s later.
+TEST_F(PrivilegedBpfSnatReclaimTest, TcpClosingShortensTheTimeout) {
+  const rp_rnat_key rk = ClaimOnlyPort(kProtoTcp, 443);
+  EXPECT_EQ(Stamp(rk) & RP_STAMP_CLOSING, 0);
+  SetStamp(rk, SecondsAgo(RP_TIMEOUT_TCP_CLOSING + 10));
+  EXPECT_EQ(SecondFlow(kProtoTcp, 443), TC_ACT_SHOT) << "open TCP flows are kept";
+
+  // The pod closes: FIN marks the claim closing (and refreshes it).
+  constexpr uint8_t kFin = 0x01;
+  EXPECT_EQ(Egress(BuildTcp(kPod, 1000, kRemote, 443, {}, kFin | kTcpAck)).verdict, TC_ACT_OK);
+  EXPECT_NE(Stamp(rk) & RP_STAMP_CLOSING, 0);
+  EXPECT_EQ(SecondFlow(kProtoTcp, 443), TC_ACT_SHOT) << "too soon after the FIN";
+  SetStamp(rk, static_cast<uint16_t>(SecondsAgo(RP_TIMEOUT_TCP_CLOSING + 10) | RP_STAMP_CLOSING));
+  EXPECT_EQ(SecondFlow(kProtoTcp, 443), TC_ACT_OK);
+  EXPECT_EQ(Count(RP_NAT_RECLAIM), 1u);
+  EXPECT_EQ(Stamp(rk) & RP_STAMP_CLOSING, 0) << "the new flow starts open";
+}
+
+// Claims written before the stamp existed (stamp 0, was padding) are only
+// ever recycled by the LRU.
+TEST_F(PrivilegedBpfSnatReclaimTest, UnknownAgeIsNeverReclaimed) {
+  const rp_rnat_key rk = ClaimOnlyPort(kProtoUdp, 53);
+  SetStamp(rk, 0);
+  EXPECT_EQ(SecondFlow(kProtoUdp, 53), TC_ACT_SHOT);
+  EXPECT_EQ(Count(RP_NAT_RECLAIM), 0u);
+}
+
+// Packets in either direction keep a claim fresh.
+TEST_F(PrivilegedBpfSnatReclaimTest, TrafficRefreshesTheClaim) {
+  const rp_rnat_key rk = ClaimOnlyPort(kProtoUdp, 53);
+  const uint16_t old = SecondsAgo(RP_TIMEOUT_UDP - 5);
+  SetStamp(rk, old);
+  EXPECT_EQ(Egress(BuildUdp(kPod, 1000, kRemote, 53)).verdict, TC_ACT_OK);
+  EXPECT_NE(Stamp(rk), old);
+  SetStamp(rk, old);
+  EXPECT_EQ(Ingress(BuildUdp(kRemote, 53, kEgress1, 61000)).verdict, TC_ACT_OK);
+  EXPECT_NE(Stamp(rk), old);
+  // Still fresh, so not reclaimable.
+  EXPECT_EQ(SecondFlow(kProtoUdp, 53), TC_ACT_SHOT);
 }
 
 // The map writers converge the maps to the given sets, canonicalise prefixes

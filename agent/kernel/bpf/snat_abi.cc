@@ -43,6 +43,8 @@ absl::string_view ReasonName(uint32_t reason) {
       return "nat_stale";
     case RP_NAT_NEW:
       return "nat_new";
+    case RP_NAT_RECLAIM:
+      return "nat_reclaim";
   }
   // Unnamed slots: stable strings built once.
   static const auto* const kReserved = [] {

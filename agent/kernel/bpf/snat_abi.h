@@ -41,7 +41,7 @@ static_assert(offsetof(rp_rnat_key, pad) == 13);
 static_assert(sizeof(rp_rnat_val) == 8);
 static_assert(offsetof(rp_rnat_val, pod_addr) == 0);
 static_assert(offsetof(rp_rnat_val, pod_port) == 4);
-static_assert(offsetof(rp_rnat_val, pad) == 6);
+static_assert(offsetof(rp_rnat_val, stamp) == 6);
 
 static_assert(sizeof(rp_egress_addr) == 8);
 static_assert(offsetof(rp_egress_addr, addr) == 0);
@@ -84,7 +84,8 @@ static_assert(RP_XLATE_EGRESS == 12);
 static_assert(RP_XLATE_INGRESS == 13);
 static_assert(RP_NAT_STALE == 14);
 static_assert(RP_NAT_NEW == 15);
-static_assert(RP_NAT_NEW < RP_REASON_SLOTS);
+static_assert(RP_NAT_RECLAIM == 16);
+static_assert(RP_NAT_RECLAIM < RP_REASON_SLOTS);
 
 // Metric label of a reason ("no_port", "failover", ...); "reserved_<n>" for a
 // value without a name.

@@ -54,7 +54,10 @@ enum rp_reason {
 	RP_NAT_STALE = 14,
 	/* A new mapping (port) was allocated. */
 	RP_NAT_NEW = 15,
-	/* Next free value: 16. */
+	/* A port whose previous flow had been idle past its timeout was
+	 * reclaimed for a new flow (see rp_rnat_val.stamp). */
+	RP_NAT_RECLAIM = 16,
+	/* Next free value: 17. */
 };
 
 /* Size of the reason counter map; fixed forever (see above). */

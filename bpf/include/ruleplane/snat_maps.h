@@ -85,8 +85,32 @@ struct rp_rnat_key {
 struct rp_rnat_val {
 	__be32 pod_addr;
 	__be16 pod_port; /* or original ICMP echo id */
-	__u8 pad[2];
+	__u16 stamp;     /* last use, RP_STAMP_* (was padding: 0 = unknown) */
 };
+
+/*
+ * rp_rnat_val.stamp: bits 0-14 hold the coarse monotonic clock in seconds
+ * (mod 32768) at the flow's last translated packet, either direction; bit 15
+ * marks a TCP flow that sent or received FIN or RST. The port allocator
+ * reclaims a claim whose flow has been idle longer than its timeout, with
+ * one 64-bit compare-and-swap of the whole value, so of two CPUs reclaiming
+ * the same port exactly one wins. Without this, claims would only go when
+ * the LRU is full: a busy destination would run out of ports for good after
+ * one port range worth of short flows (e.g. DNS queries to one resolver).
+ *
+ * Ages wrap after 9.1 hours: a claim idle for longer may look young again and
+ * then waits for the LRU. Stamp 0 (entries written before this field existed,
+ * when it was padding) is never reclaimed by age. The value size did not
+ * change, so pins of an earlier agent stay compatible.
+ */
+#define RP_STAMP_CLOSING 0x8000
+#define RP_STAMP_CLOCK_MASK 0x7fff
+
+/* Idle seconds after which a claim may be reclaimed. */
+#define RP_TIMEOUT_TCP 7440       /* RFC 5382 REQ-5: at least 2 h 4 min */
+#define RP_TIMEOUT_TCP_CLOSING 60 /* FIN or RST seen: about TIME_WAIT */
+#define RP_TIMEOUT_UDP 30         /* conntrack's nf_conntrack_udp_timeout */
+#define RP_TIMEOUT_ICMP 30        /* conntrack's nf_conntrack_icmp_timeout */
 
 /* ruleplane_eaddr (array, RP_SNAT_MAX_EGRESS_ADDRS slots). */
 struct rp_egress_addr {
