@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""SNAT datapath benchmark: prints figures, not a test.
+
+One topology, one run, four variants interleaved over --rounds:
+
+    pod ns --(bridge + host-local + ruleplane CNI chain)-- node ns --veth-- outside ns
+
+  no-nat    agent snat_mode off; the outside routes the pod subnet back (the ceiling)
+  bpf       agent snat_mode bpf (tc programs on the node's egress veth)
+  nftables  agent snat_mode nftables (conntrack NAT from our table)
+  iptables  agent off + `iptables-legacy -t nat -A POSTROUTING ... -j MASQUERADE --random-fully`
+
+Modes are switched on the running agent with SIGHUP (the same switch the
+product does). All NAT variants use the same port range (1024-65535) and
+random ports. Figures per variant: TCP throughput (iperf3, one stream,
+--seconds) and new-connection rate (connrate: --count short connections
+from --parallel threads, each connect + 1-byte request/response + close;
+every run uses a fresh server port so no variant inherits another's
+conntrack/NAT state). Prints the median over rounds and ratios to no-nat.
+
+Usage: sudo tools/bench/snat_bench.py [--build build] [--rounds 3] [--seconds 5]
+                                      [--count 10000] [--parallel 4] [--json out.json]
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NODE_IP, OUTSIDE_IP, POD_SUBNET = "192.168.79.1", "192.168.79.2", "10.96.0.0/24"
+VARIANTS = ("no-nat", "bpf", "nftables", "iptables")
+
+
+def sh(*args, ns=None, check=True, timeout=120):
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} -> {p.returncode}: {p.stderr.strip()}")
+    return p
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.build = os.path.abspath(args.build)
+        self.agent_bin = os.path.join(self.build, "agent/ruleplane-agent")
+        self.ctl = os.path.join(self.build, "tools/ruleplanectl")
+        self.connrate = os.path.join(self.build, "tools/connrate")
+        for b in (self.agent_bin, self.ctl, self.connrate, os.path.join(self.build, "cni/ruleplane")):
+            if not os.access(b, os.X_OK):
+                sys.exit(f"snat_bench: missing {b} (build first: cmake --build {args.build})")
+        tag = os.getpid()
+        self.node, self.outside, self.pod = f"rpb-n-{tag}", f"rpb-o-{tag}", f"rpb-p-{tag}"
+        self.dir = tempfile.mkdtemp(prefix="rp-snat-bench-")
+        self.sock = os.path.join(self.dir, "ruleplane.sock")
+        self.config = os.path.join(self.dir, "agent.json")
+        self.pin_dir = f"/sys/fs/bpf/rp-bench-{tag}"
+        self.procs = []
+        self.agent = None
+        self.port = 9000
+
+    def setup(self):
+        with open("/proc/mounts") as f:
+            if not any(l.split()[1] == "/sys/fs/bpf" and l.split()[2] == "bpf" for l in f):
+                os.makedirs("/sys/fs/bpf", exist_ok=True)
+                sh("mount", "-t", "bpf", "bpf", "/sys/fs/bpf")
+        for ns in (self.node, self.outside, self.pod):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "link", "set", "lo", "up", ns=ns)
+        a, b = f"rpba{os.getpid() % 100000}", f"rpbb{os.getpid() % 100000}"
+        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        sh("ip", "link", "set", a, "netns", self.node)
+        sh("ip", "link", "set", b, "netns", self.outside)
+        sh("ip", "link", "set", a, "name", "eth-out", ns=self.node)
+        sh("ip", "link", "set", b, "name", "eth0", ns=self.outside)
+        sh("ip", "addr", "add", f"{NODE_IP}/24", "dev", "eth-out", ns=self.node)
+        sh("ip", "addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0", ns=self.outside)
+        sh("ip", "link", "set", "eth-out", "up", ns=self.node)
+        sh("ip", "link", "set", "eth0", "up", ns=self.outside)
+        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.node)
+        conflist = os.path.join(self.dir, "bench.conflist")
+        with open(conflist, "w") as f:
+            json.dump({"cniVersion": "1.0.0", "name": "bench", "plugins": [
+                {"type": "bridge", "bridge": "rpb0", "isGateway": True, "ipMasq": False,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET}]],
+                          "routes": [{"dst": "0.0.0.0/0"}], "dataDir": os.path.join(self.dir, "ipam")}},
+                {"type": "ruleplane", "socket": self.sock, "timeout": "2s"}]}, f)
+        self.write_config("off")
+        self.start_agent()
+        out = sh(os.path.join(REPO, "tools/cnirun"), "--conflist", conflist, "--cni-path",
+                 f"{os.path.join(self.build, 'cni')}:/usr/lib/cni", "--cache-dir", os.path.join(self.dir, "cache"),
+                 "add", "bench-pod", f"/run/netns/{self.pod}", "eth0", "--args", "IgnoreUnknown=1",
+                 ns=self.node).stdout
+        self.pod_ip = json.loads(out)["ips"][0]["address"].split("/")[0]
+        self.procs.append(subprocess.Popen(["ip", "netns", "exec", self.outside, "iperf3", "-s", "-p", "5201"],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(0.5)
+
+    def write_config(self, mode):
+        with open(self.config, "w") as f:
+            json.dump({"snat_mode": mode, "snat_egress_interfaces": ["eth-out"], "snat_port_range": "1024-65535",
+                       "snat_exclude": [POD_SUBNET], "bpf_pin_dir": self.pin_dir}, f)
+
+    def start_agent(self):
+        with open(os.path.join(self.dir, "agent.log"), "a") as log:
+            self.agent = subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{self.node}", self.agent_bin, f"--socket={self.sock}",
+                 f"--state-dir={os.path.join(self.dir, 'state')}", "--metrics-address=", f"--config={self.config}"],
+                stdout=log, stderr=log)
+        for _ in range(200):
+            if sh(self.ctl, f"--socket={self.sock}", "--timeout=300ms", "health", check=False).returncode == 0:
+                return
+            time.sleep(0.05)
+        sys.exit("snat_bench: agent not ready; log in " + self.dir)
+
+    def set_mode(self, variant):
+        mode = {"no-nat": "off", "iptables": "off", "bpf": "bpf", "nftables": "nftables"}[variant]
+        self.write_config(mode)
+        self.agent.send_signal(signal.SIGHUP)
+        for _ in range(200):
+            st = json.loads(sh(self.ctl, f"--socket={self.sock}", "--json", "status").stdout)
+            if st.get("snat_backend") == mode:
+                break
+            time.sleep(0.05)
+        else:
+            sys.exit(f"snat_bench: agent did not switch to {mode}")
+        ipt = ["iptables-legacy", "-t", "nat"]
+        rule = ["POSTROUTING", "-s", POD_SUBNET, "-o", "eth-out", "-j", "MASQUERADE", "--random-fully"]
+        sh(*ipt, "-D", *rule, ns=self.node, check=False)
+        if variant == "iptables":
+            sh(*ipt, "-A", *rule, ns=self.node)
+        sh("ip", "route", "del", POD_SUBNET, ns=self.outside, check=False)
+        if variant == "no-nat":
+            sh("ip", "route", "add", POD_SUBNET, "via", NODE_IP, ns=self.outside)
+        time.sleep(0.3)
+
+    def check_source(self, variant):
+        # The server's view of the pod: the egress address, or the pod itself without NAT.
+        self.port += 1
+        srv = subprocess.Popen(["ip", "netns", "exec", self.outside, "python3", "-c",
+                                "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+                                f"s.bind(('0.0.0.0',{self.port}));s.listen();c,a=s.accept();print(a[0])"],
+                               stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        sh("python3", "-c", f"import socket;socket.create_connection(('{OUTSIDE_IP}',{self.port}),timeout=3).close()",
+           ns=self.pod)
+        seen = srv.communicate(timeout=10)[0].strip()
+        want = self.pod_ip if variant == "no-nat" else NODE_IP
+        if seen != want:
+            sys.exit(f"snat_bench: {variant}: the outside sees {seen}, expected {want}")
+
+    def throughput(self):
+        r = sh("iperf3", "-c", OUTSIDE_IP, "-p", "5201", "-t", str(self.args.seconds), "-J", ns=self.pod,
+               timeout=self.args.seconds + 30)
+        return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+    def conn_rate(self):
+        self.port += 1
+        srv = subprocess.Popen(["ip", "netns", "exec", self.outside, self.connrate, "serve", str(self.port), "2"],
+                               stdout=subprocess.PIPE, text=True)
+        self.procs.append(srv)
+        srv.stdout.readline()
+        r = sh(self.connrate, "run", OUTSIDE_IP, str(self.port), str(self.args.count), str(self.args.parallel),
+               ns=self.pod, check=False, timeout=600)
+        srv.kill()
+        srv.wait()
+        fields = dict(kv.split("=") for kv in r.stdout.split())
+        return float(fields["rate"]), int(fields["failed"])
+
+    def run(self):
+        results = {v: {"gbit": [], "conn_s": [], "failed": 0} for v in VARIANTS}
+        for rnd in range(self.args.rounds):
+            for v in VARIANTS:
+                self.set_mode(v)
+                self.check_source(v)
+                g = self.throughput()
+                c, failed = self.conn_rate()
+                results[v]["gbit"].append(g)
+                results[v]["conn_s"].append(c)
+                results[v]["failed"] += failed
+                print(f"round {rnd + 1} {v:9s} tcp {g:7.2f} Gbit/s  new conns {c:9.0f}/s  failed {failed}",
+                      flush=True)
+        return results
+
+    def close(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+        if self.agent:
+            self.agent.send_signal(signal.SIGTERM)
+            self.agent.wait(timeout=15)
+        for ns in (self.pod, self.node, self.outside):
+            sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(self.pin_dir, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(REPO, "build"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--count", type=int, default=10000)
+    ap.add_argument("--parallel", type=int, default=4)
+    ap.add_argument("--json", help="write the raw figures here")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("snat_bench: needs root (network namespaces, nftables, bpf, iptables-legacy)")
+    bench = Bench(args)
+    try:
+        bench.setup()
+        results = bench.run()
+    finally:
+        bench.close()
+    med = {v: (statistics.median(r["gbit"]), statistics.median(r["conn_s"])) for v, r in results.items()}
+    base_g, base_c = med["no-nat"]
+    print(f"\nmedian of {args.rounds} rounds; {args.seconds} s iperf3, {args.count} connections x {args.parallel} threads")
+    print(f"{'variant':10s} {'TCP Gbit/s':>11s} {'ratio':>7s} {'conn/s':>10s} {'ratio':>7s} {'failed':>7s}")
+    for v in VARIANTS:
+        g, c = med[v]
+        print(f"{v:10s} {g:11.2f} {g / base_g:7.3f} {c:10.0f} {c / base_c:7.3f} {results[v]['failed']:7d}")
+    order_g = med["bpf"][0] >= med["nftables"][0] >= med["iptables"][0]
+    order_c = med["bpf"][1] >= med["nftables"][1] >= med["iptables"][1]
+    print(f"\nbpf >= nftables >= iptables: throughput {'yes' if order_g else 'no'}, new conns {'yes' if order_c else 'no'}")
+    print(f"bpf vs ceiling: throughput {med['bpf'][0] / base_g:.3f} (target 0.98), "
+          f"new conns {med['bpf'][1] / base_c:.3f} (target 0.95)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "results": results, "median": med}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
