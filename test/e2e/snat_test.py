@@ -168,7 +168,8 @@ class SnatLab:
         with open(os.path.join(self.dir, "agent.log"), "a") as log:
             self.agent = subprocess.Popen(
                 ["nsenter", f"--net=/run/netns/{self.node}", AGENT, f"--socket={self.sock}",
-                 f"--state-dir={os.path.join(self.dir, 'state')}", "--metrics-address=", f"--config={self.config}"],
+                 f"--state-dir={os.path.join(self.dir, 'state')}", "--metrics-address=127.0.0.1:9464",
+                 f"--config={self.config}"],
                 stdout=log, stderr=log)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -210,12 +211,22 @@ class SnatLab:
         return json.loads(sh(CTL, f"--socket={self.sock}", "--json", "status").stdout)
 
     def snat_stats(self):
-        r = self.ctl("snat")
-        return json.loads(r.stdout) if r.returncode == 0 else {}
+        # ruleplanectl may exit 1 to flag a full egress address; the JSON is
+        # printed all the same.
+        r = self.ctl("--json", "snat")
+        try:
+            return json.loads(r.stdout)
+        except ValueError:
+            return {}
 
     def log(self):
         with open(os.path.join(self.dir, "agent.log")) as f:
             return f.read()
+
+    def metrics(self):
+        """Prometheus text from the agent (loopback of the node namespace)."""
+        r = sh("curl", "-s", "--max-time", "2", "http://127.0.0.1:9464/metrics", ns=self.node, check=False)
+        return r.stdout.decode()
 
     # --- pods and traffic ---
 
@@ -346,6 +357,14 @@ class SnatTest(unittest.TestCase):
         self.assertEqual(stats["busiest"][0]["utilization"], 1, stats)
         # The established flows keep working.
         self.assertEqual([c.ask(i) for i in range(4)], [NODE_IP, NODE_IP, EGRESS2, EGRESS2])
+        # The same, as Prometheus metrics.
+        metrics = lab.metrics()
+        backend = stats["mode"]
+        self.assertIn(f'ruleplane_snat_translations{{egress_ip="{EGRESS2}"}} 2', metrics)
+        self.assertIn(f'ruleplane_snat_busiest_utilization_ratio{{dst_ip="{OUTSIDE_IP}",dst_port="{PORT}",'
+                      f'egress_ip="{NODE_IP}",proto="tcp",rank=', metrics)
+        self.assertRegex(metrics, rf'ruleplane_snat_failovers_total{{backend="{backend}"}} [1-9]')
+        self.assertRegex(metrics, rf'ruleplane_snat_drops_total{{backend="{backend}",reason="no_port"}} [1-9]')
 
     def check_survives_sigkill(self, lab):
         ns, _ = lab.add_pod(1)
