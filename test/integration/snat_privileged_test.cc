@@ -145,6 +145,25 @@ TEST_F(PrivilegedSnatNftTest, RulesetCommitsAndReadsBackIdentical) {
   EXPECT_THAT(listed.output, HasSubstr("198.51.100.8 . udp . 53"));
 }
 
+TEST_F(PrivilegedSnatNftTest, Ipv6AndKernelDefaultPortsCommit) {
+  render::Layout layout;
+  layout.snat = Snat(core::SnatMode::kNftables);
+  layout.snat.ports = {};
+  layout.snat.fully_random = false;
+  layout.snat.ipv6 = true;
+  layout.snat.egress_ipv6 = {Ip("2001:db8::1")};
+  layout.snat.exclude_ipv6 = {*core::IpPrefix::Parse("fd00::/8"), *core::IpPrefix::Parse("2001:db8:1::/48")};
+  render::BaseRuleset base = backend::RenderFullBase(layout);
+  ASSERT_FALSE(Converge(base, Desired(base)).empty());
+  EXPECT_TRUE(Converge(base, Desired(base)).empty());
+  CommandResult listed = ns_->RunIn("nft list table inet ruleplane");
+  ASSERT_EQ(listed.exit_code, 0) << listed.error;
+  EXPECT_THAT(listed.output, HasSubstr("jump snat-v6"));
+  EXPECT_THAT(listed.output, HasSubstr("snat ip6 to 2001:db8::1"));
+  EXPECT_THAT(listed.output, HasSubstr("fd00::/8"));
+  EXPECT_THAT(listed.output, Not(HasSubstr("fully-random")));
+}
+
 TEST_F(PrivilegedSnatNftTest, SettingsChangeIsAMinimalDiffAndOffRemovesEverything) {
   render::Layout layout;
   layout.snat = Snat(core::SnatMode::kNftables);
