@@ -248,8 +248,14 @@ absl::Status BringupRecorder::Save() {
     for (size_t i = first; i < previous_.size(); ++i) *history.add_reports() = previous_[i];
     *history.add_reports() = current_;
   }
+  // Normally the engine created the state dir already; when a start failed
+  // before that (bad kernel, priority collision), create it as it would (0700).
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
   std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  std::filesystem::create_directories(dir.parent_path(), ec);
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("write bring-up history: mkdir ", dir.string()));
+  }
   std::string json;
   google::protobuf::util::JsonPrintOptions o;
   o.add_whitespace = true;

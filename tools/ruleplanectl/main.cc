@@ -5,7 +5,8 @@
 //   0  ok / healthy
 //   1  the agent answered with an error, or is not ready/healthy; `diff`:
 //      differences; `locks`: lock path not a file, mixed iptables backends
-//      or monitor off; `bringup`: not ready; `snat`: not available
+//      or monitor off; `bringup`: not ready; `snat`: not available, an
+//      egress address exhausted for a destination, or an incomplete snapshot
 //   2  usage error
 //   3  the agent is not reachable (socket missing, refused, timeout)
 #include <grpcpp/grpcpp.h>
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -26,7 +28,6 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "ruleplane/v1/cni.grpc.pb.h"
 #include "ruleplane/v1/diagnostics.grpc.pb.h"
-#include "tools/grpc-reflect/reflection_client.h"
 #include "tools/ruleplanectl/bringup_svg.h"
 
 ABSL_FLAG(std::string, socket, "/run/ruleplane/ruleplane.sock", "the agent's unix socket");
@@ -330,28 +331,58 @@ int Bringup() {
   return rc;
 }
 
-// SNAT statistics come from Diagnostics/GetSnatStats. It is called through
-// server reflection, so this CLI works against agents with and without it
-// (and needs no rebuild when its fields grow).
+// SNAT saturation from Diagnostics/GetSnatStats. An agent without it
+// (older, or built without SNAT) answers UNIMPLEMENTED: "not available".
 int Snat() {
-  ruleplane::tools::ReflectionClient client(Dial(), absl::GetFlag(FLAGS_timeout));
-  absl::StatusOr<const google::protobuf::MethodDescriptor*> m = client.FindMethod("ruleplane.v1.Diagnostics/GetSnatStats");
-  if (!m.ok()) {
-    if (m.status().code() == absl::StatusCode::kUnavailable || m.status().code() == absl::StatusCode::kDeadlineExceeded) {
-      return Report(grpc::Status(grpc::StatusCode::UNAVAILABLE, std::string(m.status().message())));
-    }
+  auto stub = ruleplane::v1::Diagnostics::NewStub(Dial());
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  ruleplane::v1::GetSnatStatsResponse r;
+  grpc::Status st = stub->GetSnatStats(&ctx, {}, &r);
+  if (st.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
     std::fprintf(stderr, "ruleplanectl: snat: not available: this agent has no Diagnostics/GetSnatStats (%s)\n",
-                 std::string(m.status().message()).c_str());
+                 st.error_message().c_str());
     return kFailed;
   }
-  absl::Status s = client.Call(*m, "", absl::GetFlag(FLAGS_timeout), 1, [](const std::string& json) {
-    std::cout << json << "\n";
-    return true;
-  });
-  if (!s.ok()) {
-    return Report(grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message())));
+  if (int rc = Report(st); rc) return rc;
+  // Exit 1 when something is exhausted or the snapshot is incomplete, so a
+  // script can alert on it.
+  bool exhausted = !r.error().empty() || r.exhausted_destinations() > 0;
+  for (const auto& t : r.busiest()) exhausted = exhausted || t.utilization() >= 1.0;
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(r);
+    return exhausted ? kFailed : kOk;
   }
-  return kOk;
+  absl::PrintF("mode:           %s\n", r.mode());
+  if (r.mode() == "off") return kOk;
+  absl::PrintF("settings:       %s\n", r.settings());
+  absl::PrintF("translations:   %d (capacity %d per destination and egress address)\n", r.translations(),
+               r.port_capacity());
+  absl::PrintF("failovers:      %d (steered destinations %d, exhausted %d)\n", r.failovers(),
+               r.steered_destinations(), r.exhausted_destinations());
+  if (!r.error().empty()) absl::PrintF("WARNING:        %s\n", r.error());
+  if (!r.egress().empty()) {
+    absl::PrintF("\n%-5s %-40s %-8s %-13s %-8s %-12s %s\n", "SLOT", "EGRESS", "IN POOL", "TRANSLATIONS", "BUSIEST",
+                 "ALLOCATIONS", "EXHAUSTED");
+    for (const auto& e : r.egress()) {
+      absl::PrintF("%-5d %-40s %-8s %-13d %-8d %-12d %d\n", e.slot(), e.address(), e.in_pool() ? "yes" : "no",
+                   e.translations(), e.busiest_translations(), e.allocations(), e.exhausted());
+    }
+  }
+  if (!r.busiest().empty()) {
+    absl::PrintF("\n%-40s %-46s %-6s %-13s %s\n", "EGRESS", "DESTINATION", "PROTO", "TRANSLATIONS", "USED");
+    for (const auto& t : r.busiest()) {
+      absl::PrintF("%-40s %-46s %-6s %-13s %.1f%%\n", t.egress_ip(), absl::StrCat(t.dst_ip(), ":", t.dst_port()),
+                   t.proto(), absl::StrCat(t.translations(), "/", t.capacity()), t.utilization() * 100);
+    }
+  }
+  if (!r.drops().empty()) {
+    std::map<std::string, uint64_t> drops(r.drops().begin(), r.drops().end());
+    absl::PrintF("\ndrops:");
+    for (const auto& [reason, n] : drops) absl::PrintF(" %s=%d", reason, n);
+    absl::PrintF("\n");
+  }
+  return exhausted ? kFailed : kOk;
 }
 
 // Usable as an exec probe: 0 when SERVING.
