@@ -340,7 +340,7 @@ class SnatTest(unittest.TestCase):
 
     def check_failover(self, lab, drop_reasons):
         ns, _ = lab.add_pod(1)
-        c = lab.client(ns, timeout=4)
+        c = lab.client(ns, timeout=7)
         seen = [c.open()[1] for _ in range(4)]
         # Two ports per address: two flows on the first, then the second.
         self.assertEqual(seen, [NODE_IP, NODE_IP, EGRESS2, EGRESS2])

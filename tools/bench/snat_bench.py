@@ -16,7 +16,9 @@ random ports. Figures per variant: TCP throughput (iperf3, one stream,
 --seconds) and new-connection rate (connrate: --count short connections
 from --parallel threads, each connect + 1-byte request/response + close;
 every run uses a fresh server port so no variant inherits another's
-conntrack/NAT state). Prints the median over rounds and ratios to no-nat.
+conntrack/NAT state). The variant order rotates every round. Prints the
+median over rounds and ratios to no-nat. On a shared machine the noise can
+exceed the differences: use many rounds and look at the spread.
 
 Usage: sudo tools/bench/snat_bench.py [--build build] [--rounds 3] [--seconds 5]
                                       [--count 10000] [--parallel 4] [--json out.json]
@@ -176,7 +178,9 @@ class Bench:
     def run(self):
         results = {v: {"gbit": [], "conn_s": [], "failed": 0} for v in VARIANTS}
         for rnd in range(self.args.rounds):
-            for v in VARIANTS:
+            # Rotate the order every round so no variant always runs first
+            # (or right after the same neighbour) on a busy machine.
+            for v in VARIANTS[rnd % len(VARIANTS):] + VARIANTS[:rnd % len(VARIANTS)]:
                 self.set_mode(v)
                 self.check_source(v)
                 g = self.throughput()
@@ -219,12 +223,15 @@ def main():
     finally:
         bench.close()
     med = {v: (statistics.median(r["gbit"]), statistics.median(r["conn_s"])) for v, r in results.items()}
+    spread = {v: (min(r["gbit"]), max(r["gbit"]), min(r["conn_s"]), max(r["conn_s"])) for v, r in results.items()}
     base_g, base_c = med["no-nat"]
     print(f"\nmedian of {args.rounds} rounds; {args.seconds} s iperf3, {args.count} connections x {args.parallel} threads")
     print(f"{'variant':10s} {'TCP Gbit/s':>11s} {'ratio':>7s} {'conn/s':>10s} {'ratio':>7s} {'failed':>7s}")
     for v in VARIANTS:
         g, c = med[v]
-        print(f"{v:10s} {g:11.2f} {g / base_g:7.3f} {c:10.0f} {c / base_c:7.3f} {results[v]['failed']:7d}")
+        lo_g, hi_g, lo_c, hi_c = spread[v]
+        print(f"{v:10s} {g:11.2f} {g / base_g:7.3f} {c:10.0f} {c / base_c:7.3f} {results[v]['failed']:7d}"
+              f"   (Gbit/s {lo_g:.2f}-{hi_g:.2f}, conn/s {lo_c:.0f}-{hi_c:.0f})")
     order_g = med["bpf"][0] >= med["nftables"][0] >= med["iptables"][0]
     order_c = med["bpf"][1] >= med["nftables"][1] >= med["iptables"][1]
     print(f"\nbpf >= nftables >= iptables: throughput {'yes' if order_g else 'no'}, new conns {'yes' if order_c else 'no'}")
