@@ -22,9 +22,15 @@ import threading
 TIMEOUT = float(os.environ.get("SNAT_PEER_TIMEOUT", "8"))
 
 
+def peer_text(addr):
+    # Dual-stack sockets show IPv4 peers as ::ffff:a.b.c.d.
+    host = addr[0][7:] if addr[0].startswith("::ffff:") else addr[0]
+    return f"{host} {addr[1]}\n".encode()
+
+
 class TcpHandler(socketserver.StreamRequestHandler):
     def handle(self):
-        peer = f"{self.client_address[0]} {self.client_address[1]}\n".encode()
+        peer = peer_text(self.client_address)
         for _ in self.rfile:
             self.wfile.write(peer)
             self.wfile.flush()
@@ -33,17 +39,30 @@ class TcpHandler(socketserver.StreamRequestHandler):
 class UdpHandler(socketserver.BaseRequestHandler):
     def handle(self):
         _, sock = self.request
-        sock.sendto(f"{self.client_address[0]} {self.client_address[1]}\n".encode(), self.client_address)
+        sock.sendto(peer_text(self.client_address), self.client_address)
 
 
-class ThreadingTcp(socketserver.ThreadingTCPServer):
+class DualStack:
+    """IPv6 sockets that take IPv4 too (IPV6_V6ONLY off)."""
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+class ThreadingTcp(DualStack, socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
 
 
+class ThreadingUdp(DualStack, socketserver.ThreadingUDPServer):
+    pass
+
+
 def serve(port):
-    tcp = ThreadingTcp(("0.0.0.0", port), TcpHandler)
-    udp = socketserver.ThreadingUDPServer(("0.0.0.0", port), UdpHandler)
+    tcp = ThreadingTcp(("::", port), TcpHandler)
+    udp = ThreadingUdp(("::", port), UdpHandler)
     threading.Thread(target=udp.serve_forever, daemon=True).start()
     print("ready", flush=True)
     tcp.serve_forever()
@@ -61,7 +80,7 @@ def ask(conn):
 
 
 def udp_round_trip(host, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(TIMEOUT)
     try:
         s.sendto(b"?", (host, port))

@@ -36,6 +36,7 @@ PEER = os.path.join(HERE, "snat_peer.py")
 
 NODE_IP, EGRESS2, OUTSIDE_IP, EXCLUDED_IP = "192.168.79.1", "192.168.79.3", "192.168.79.2", "172.31.9.1"
 POD_SUBNET = "10.96.0.0/24"
+NODE_IP6, OUTSIDE_IP6, POD_SUBNET6 = "fd00:79::1", "fd00:79::2", "fd00:96::/64"
 PORT = 7000
 RP_FILTER_HANDLE = "0x7270"  # kRuleplaneTcFilter (agent/kernel/bpf/tc_hook.h)
 
@@ -109,7 +110,7 @@ class Client:
 
 
 class SnatLab:
-    def __init__(self, name, snat):
+    def __init__(self, name, snat, ipv6=False):
         self.id = f"{name}-{os.getpid()}"
         self.node = f"rps-n-{self.id}"[:30]
         self.outside = f"rps-o-{self.id}"[:30]
@@ -139,14 +140,22 @@ class SnatLab:
         # Untranslated pod traffic (excluded destinations, mode off) needs a way back.
         sh("ip", "route", "add", POD_SUBNET, "via", NODE_IP, ns=self.outside)
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.node)
+        ranges, routes = [[{"subnet": POD_SUBNET}]], [{"dst": "0.0.0.0/0"}]
+        if ipv6:
+            sh("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", ns=self.node)
+            sh("ip", "addr", "add", f"{NODE_IP6}/64", "dev", "eth-out", "nodad", ns=self.node)
+            sh("ip", "addr", "add", f"{OUTSIDE_IP6}/64", "dev", "eth0", "nodad", ns=self.outside)
+            sh("ip", "route", "add", POD_SUBNET6, "via", NODE_IP6, ns=self.outside)
+            ranges.append([{"subnet": POD_SUBNET6}])
+            routes.append({"dst": "::/0"})
         self.conflist = os.path.join(self.dir, "lab.conflist")
         with open(self.conflist, "w") as f:
             json.dump({
                 "cniVersion": "1.0.0", "name": "snat",
                 "plugins": [
                     {"type": "bridge", "bridge": "rps0", "isGateway": True, "ipMasq": False,
-                     "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET}]],
-                              "routes": [{"dst": "0.0.0.0/0"}], "dataDir": os.path.join(self.dir, "ipam")}},
+                     "ipam": {"type": "host-local", "ranges": ranges,
+                              "routes": routes, "dataDir": os.path.join(self.dir, "ipam")}},
                     {"type": "ruleplane", "socket": self.sock, "timeout": "2s"},
                 ]}, f)
         self.write_config(snat)
@@ -239,7 +248,9 @@ class SnatLab:
                  os.path.join(self.dir, "cache"), "add", f"c{i}-{self.id}", f"/run/netns/{ns}", "eth0",
                  "--args", f"IgnoreUnknown=1;K8S_POD_NAMESPACE=snat;K8S_POD_NAME=p{i};K8S_POD_UID=u{i}",
                  ns=self.node).stdout
-        return ns, json.loads(out)["ips"][0]["address"].split("/")[0]
+        ips = [ip["address"].split("/")[0] for ip in json.loads(out)["ips"]]
+        self.pod_ipv6 = next((ip for ip in ips if ":" in ip), None)
+        return ns, next(ip for ip in ips if ":" not in ip)
 
     def client(self, pod_ns, host=OUTSIDE_IP, timeout=8):
         c = Client(pod_ns, host, timeout)
@@ -312,8 +323,8 @@ class SnatTest(unittest.TestCase):
                 print(f"--- agent log of {lab.id} ---\n{lab.log()[-6000:]}", file=sys.stderr)
             lab.close()
 
-    def lab(self, name, snat):
-        lab = SnatLab(name, snat)
+    def lab(self, name, snat, ipv6=False):
+        lab = SnatLab(name, snat, ipv6=ipv6)
         self.labs.append(lab)
         lab.start_agent()
         return lab
@@ -418,6 +429,18 @@ class SnatTest(unittest.TestCase):
         lab = self.lab("bpfkill", bpf_snat())
         self.check_survives_sigkill(lab)
         self.assertTrue(os.path.exists(os.path.join(lab.pin_dir, "ruleplane_rnat")))
+
+    def test_nftables_ipv6_only_when_enabled(self):
+        lab = self.lab("nft6", nft_snat(snat_exclude=["172.31.9.0/24", POD_SUBNET, POD_SUBNET6]), ipv6=True)
+        ns, _ = lab.add_pod(1)
+        self.assertIsNotNone(lab.pod_ipv6)
+        # Off by default: IPv6 pods keep their address, IPv4 is translated.
+        self.assertEqual(lab.once(ns, "tcp", OUTSIDE_IP6), lab.pod_ipv6)
+        self.assertEqual(lab.once(ns, "tcp"), NODE_IP)
+        lab.reload(nft_snat(snat_ipv6=True, snat_exclude=["172.31.9.0/24", POD_SUBNET, POD_SUBNET6]))
+        self.assertEqual(lab.once(ns, "tcp", OUTSIDE_IP6), NODE_IP6)
+        self.assertEqual(lab.once(ns, "udp", OUTSIDE_IP6), NODE_IP6)
+        self.assertIn("chain snat-v6", lab.snat_objects())
 
     # --- switching ---
 
