@@ -281,7 +281,9 @@ void ApiServerProber::Run() {
       recorder_->End(waiting, PhaseStatus::kFailed, absl::StrCat(where, ": agent stopped while waiting (last: ", last_error, ")"));
       return;
     }
-    backoff = std::min(backoff * 2, absl::Seconds(2));
+    // Capped low: the wait phase ends at the first answer, so the cap is
+    // its resolution.
+    backoff = std::min(backoff * 2, absl::Milliseconds(500));
   }
   if (absl::Status s = recorder_->Save(); !s.ok()) LOG(WARNING) << s;
 }

@@ -225,8 +225,15 @@ void BringupRecorder::MarkFinished(const std::string& why) {
 }
 
 v1::BringupReport BringupRecorder::Current() const {
+  const double now = BootSecondsNow();
   absl::MutexLock lock(&mu_);
-  return current_;
+  v1::BringupReport r = current_;
+  // A phase still running lasts "so far": readers see how long it has been
+  // waiting, not a zero-length event.
+  for (v1::BringupPhase& p : *r.mutable_phases()) {
+    if (p.status() == "running") p.set_end_seconds(SinceProcessStart(now));
+  }
+  return r;
 }
 
 std::vector<v1::BringupReport> BringupRecorder::Previous(size_t n) const {

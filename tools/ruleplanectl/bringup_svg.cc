@@ -10,7 +10,7 @@
 namespace ruleplane::tools {
 namespace {
 
-constexpr int kWidth = 1100;
+constexpr int kWidth = 1280;  // room for ~70 characters of detail right of the chart
 constexpr int kLabelWidth = 230;
 constexpr int kChartWidth = 560;
 constexpr int kRow = 22;
@@ -55,14 +55,19 @@ std::string Cut(const std::string& s, size_t n) { return s.size() <= n ? s : s.s
 std::string ReportTitle(const v1::BringupReport& r) {
   std::string when = absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixMicros(r.process_start_unix_us()),
                                       absl::UTCTimeZone());
+  std::string outcome = r.outcome();
+  if (r.ready_seconds() > 0) {
+    outcome = r.outcome() == "ready" ? absl::StrCat("ready after ", HumanSeconds(r.ready_seconds()))
+                                     : absl::StrCat(r.outcome(), " (was ready after ", HumanSeconds(r.ready_seconds()), ")");
+  }
   return absl::StrCat(when, "  pid ", r.pid(), "  ", r.first_since_boot() ? "first start since boot" : "restart",
-                      "  ", r.outcome(),
-                      r.ready_seconds() > 0 ? absl::StrCat(", ready after ", HumanSeconds(r.ready_seconds())) : "");
+                      "  ", outcome);
 }
 
 }  // namespace
 
 std::string HumanSeconds(double s) {
+  if (s == 0) return "0s";
   if (s >= 1) return absl::StrFormat("%.2fs", s);
   if (s >= 1e-3) return absl::StrFormat("%.1fms", s * 1e3);
   return absl::StrFormat("%.0fus", s * 1e6);
@@ -126,7 +131,7 @@ std::string BringupSvg(const v1::BringupReport& current, const std::vector<v1::B
     }
     absl::StrAppendFormat(&out, "<text x=\"%d\" y=\"%d\" fill=\"#333\">%s %s</text>\n</g>\n",
                           kLabelWidth + kChartWidth + 10, y + 15, Escape(label),
-                          Escape(Cut(p.status() == "ok" ? p.detail() : p.status() + ": " + p.detail(), 50)));
+                          Escape(Cut(p.status() == "ok" ? p.detail() : p.status() + ": " + p.detail(), 68)));
   }
   if (current.ready_seconds() > 0) {
     absl::StrAppendFormat(&out,

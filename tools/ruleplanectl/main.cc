@@ -313,8 +313,10 @@ int Bringup() {
   for (const auto& p : c.phases()) {
     absl::PrintF("%-26s %-8s %-10s %-10s %s\n", p.name(), p.status(),
                  "+" + ruleplane::tools::HumanSeconds(p.start_seconds()),
-                 p.end_seconds() == p.start_seconds() ? "-"
-                                                      : ruleplane::tools::HumanSeconds(p.end_seconds() - p.start_seconds()),
+                 p.end_seconds() == p.start_seconds()
+                     ? "-"
+                     : ruleplane::tools::HumanSeconds(p.end_seconds() - p.start_seconds()) +
+                           (p.status() == "running" ? " so far" : ""),
                  p.detail());
   }
   if (!r.previous().empty()) {

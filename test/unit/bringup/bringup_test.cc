@@ -10,6 +10,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "agent/bringup/api_server_probe.h"
 #include "agent/bringup/cni_conflist.h"
 #include "agent/bringup/recorder.h"
@@ -216,6 +217,16 @@ TEST(Recorder, PhasesAreMonotoneAndHistoryIsKept) {
   EXPECT_EQ(prev.size(), 3u) << "keep=3 (with the current one, the file holds 3)";
   EXPECT_FALSE(last.Current().first_since_boot()) << "earlier starts in this boot are on record";
   fs::remove_all(d);
+}
+
+TEST(Recorder, RunningPhaseLastsSoFar) {
+  BringupRecorder r({"test", "/proc", nullptr});
+  r.Begin(kWaitingForApiServer);
+  absl::SleepFor(absl::Milliseconds(20));
+  v1::BringupReport rep = r.Current();
+  ASSERT_EQ(rep.phases_size(), 1);
+  EXPECT_EQ(rep.phases(0).status(), "running");
+  EXPECT_GE(rep.phases(0).end_seconds() - rep.phases(0).start_seconds(), 0.015);
 }
 
 TEST(Recorder, DamagedHistoryIsReportedAndReplaced) {
