@@ -154,8 +154,8 @@ class Churn:
     """Re-applies the ruleset in the churn ns back to back, until stopped or
     until max_restores / max_seconds. Records every restore."""
 
-    def __init__(self, ns, rules_path, max_restores, max_seconds, restore_bound):
-        self.ns, self.rules_path = ns, rules_path
+    def __init__(self, ns, rules_path, max_restores, max_seconds, restore_bound, cpus=None):
+        self.ns, self.rules_path, self.cpus = ns, rules_path, cpus
         self.max_restores, self.max_seconds, self.restore_bound = max_restores, max_seconds, restore_bound
         self.restores = []
         self._stop = threading.Event()
@@ -170,7 +170,7 @@ class Churn:
                 t0 = time.monotonic()
                 self._proc = subprocess.Popen(["ip", "netns", "exec", self.ns, "iptables-legacy-restore", "--wait",
                                                "--noflush"], stdin=f, stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.PIPE)
+                                              stderr=subprocess.PIPE, preexec_fn=self._pin)
                 try:
                     _, err = self._proc.communicate(timeout=self.restore_bound)
                     rc = self._proc.returncode
@@ -182,6 +182,10 @@ class Churn:
             self.restores.append({"t0": t0, "t1": t1, "s": t1 - t0, "rc": rc,
                                   "err": err.decode(errors="replace")[-200:] if rc else ""})
             self.first_done.set()
+
+    def _pin(self):
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)
 
     def start(self):
         self._thread = threading.Thread(target=self._run, daemon=True, name="churn")
@@ -404,7 +408,7 @@ class Bench:
         run["phases"]["idle"]["locks_agent"] = self.locks_from_agent(sock)
         run["phases"]["idle"]["lock_metrics"] = self.lock_metrics(nodes["ruleplane"])
 
-        churn = Churn(churn_ns, rules_path, a.max_restores, a.churn_max_s, a.restore_bound)
+        churn = Churn(churn_ns, rules_path, a.max_restores, a.churn_max_s, a.restore_bound, a.cpus_churn)
         churn.start()
         churn.first_done.wait(timeout=a.restore_bound + 5)  # steady state: restores already back to back
         busy, tc0, tc1 = self.run_phase("churn", workers, churn)
@@ -568,6 +572,14 @@ def headline(res):
     return rows
 
 
+def split_cpus(pin):
+    """(churn CPUs, other CPUs) for --pin, or (None, None) when not pinning."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if pin == "off" or len(allowed) < 2:
+        return None, None
+    return [allowed[-1]], allowed[:-1]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -586,6 +598,11 @@ def main():
     ap.add_argument("--restore-bound", type=float, default=120, help="deadline of one iptables-legacy-restore")
     ap.add_argument("--max-restores", type=int, default=2000, help="restores per churn phase at most")
     ap.add_argument("--churn-max-s", type=float, default=1800, help="churn phase length at most (seconds)")
+    ap.add_argument("--pin", choices=("auto", "off"), default="auto",
+                    help="auto (default): the churn restores run on the last CPU, everything else (agent, chains, "
+                         "this driver) on the others, as on a node with many CPUs where kube-proxy's restore does "
+                         "not take the CPU the CNI runs on; off: let the scheduler place everything (on a 2-CPU "
+                         "machine that mostly measures CPU contention, which slows every chain alike)")
     ap.add_argument("--json", help="write all samples and summaries here")
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args()
@@ -600,6 +617,11 @@ def main():
     a.add_bound = a.add_bound if a.add_bound is not None else (20.0 if quick else 60.0)
     a.seq_budget = a.seq_budget if a.seq_budget is not None else (40.0 if quick else 300.0)
     sizes = sorted(int(x) for x in a.services.split(","))
+    a.cpus_churn, a.cpus_pods = split_cpus(a.pin)
+    if a.cpus_pods:
+        os.sched_setaffinity(0, a.cpus_pods)  # inherited by the agent, the workers and every plugin they exec
+    print(f"contention: CPUs for the churn restores {a.cpus_churn or 'any'}, for everything else "
+          f"{a.cpus_pods or 'any'}", file=sys.stderr)
 
     b = Bench(a)
 
