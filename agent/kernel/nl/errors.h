@@ -9,19 +9,14 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "agent/kernel/common/errno_status.h"
 
 namespace ruleplane::kernel::nl {
 
-// EEXIST AlreadyExists; ENOENT NotFound; EPERM/EACCES PermissionDenied;
-// EBUSY/EAGAIN Unavailable; EINTR Aborted (interrupted dump: generation
-// changed, retry the whole read); ENOMEM/ENOSPC/ENFILE ResourceExhausted;
-// EINVAL/EOPNOTSUPP/ELOOP/EMLINK Internal (the kernel refused something we
-// rendered).
-// Anything else falls back to abseil's generic errno table.
-absl::StatusCode KernelErrnoToCode(int err);
-
-// "File exists" (strerror text, thread-safe).
-std::string ErrnoText(int err);
+// The shared table (agent/kernel/common/errno_status.h).
+inline absl::StatusCode KernelErrnoToCode(int err) { return kernel::ErrnoToCode(err); }
+using kernel::ErrnoText;
+using kernel::kErrnoPayloadUrl;
 
 // A Status with KernelErrnoToCode(err), `message` verbatim, and the errno
 // attached as payload (see StatusErrno).
@@ -35,7 +30,6 @@ std::optional<int> StatusErrno(const absl::Status& status);
 void SetSeqPayload(absl::Status& status, uint32_t seq);
 void SetOpIndexPayload(absl::Status& status, size_t op_index);
 
-inline constexpr absl::string_view kErrnoPayloadUrl = "type.ruleplane.dev/errno";
 inline constexpr absl::string_view kSeqPayloadUrl = "type.ruleplane.dev/nl-seq";
 inline constexpr absl::string_view kOpIndexPayloadUrl = "type.ruleplane.dev/op-index";
 
