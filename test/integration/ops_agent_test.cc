@@ -23,12 +23,11 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "test/util/process.h"
 #include "nlohmann/json.hpp"
 #include "test/integration/agent_process.h"
 #include "test/integration/netns_fixture.h"
 #include "tools/grpc-reflect/reflection_client.h"
-
-extern char** environ;
 
 namespace ruleplane::testing {
 namespace {
@@ -39,15 +38,6 @@ using nlohmann::json;
 constexpr char kConflist[] = R"({"cniVersion":"1.0.0","name":"podnet","plugins":[
   {"type":"bridge","bridge":"cni0","ipam":{"type":"host-local","subnet":"10.88.0.0/16"}},
   {"type":"ruleplane","capabilities":{"portMappings":true}}]})";
-
-pid_t Spawn(const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  if (posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return -1;
-  return pid;
-}
 
 const v1::BringupPhase* FindPhase(const v1::BringupReport& r, const std::string& name) {
   for (const auto& p : r.phases()) {
@@ -96,14 +86,6 @@ class PrivilegedOpsTest : public ::testing::Test {
     grpc::Status s = agent_->diag()->GetBringupReport(&ctx, {}, &r);
     EXPECT_TRUE(s.ok()) << s.error_message();
     return r;
-  }
-  bool WaitFor(const std::function<bool()>& cond, absl::Duration timeout) {
-    absl::Time deadline = absl::Now() + timeout;
-    while (absl::Now() < deadline) {
-      if (cond()) return true;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return cond();
   }
   CommandResult Ctl(const std::string& args) {
     return RunShell(absl::StrCat(RULEPLANECTL_BIN, " --socket=", agent_->socket(), " ", args));
