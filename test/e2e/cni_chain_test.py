@@ -18,21 +18,8 @@ import tempfile
 import time
 import unittest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-AGENT = os.environ.get("RULEPLANE_AGENT", os.path.join(REPO, "build/agent/ruleplane-agent"))
-PLUGIN_DIR = os.environ.get("RULEPLANE_PLUGIN_DIR", os.path.join(REPO, "build/cni"))
-CTL = os.environ.get("RULEPLANECTL", os.path.join(REPO, "build/tools/ruleplanectl"))
-CNIRUN = os.path.join(REPO, "tools/cnirun")
-
-
-def sh(*args, check=True, ns=None, timeout=60, **kw):
-    cmd = list(args)
-    if ns:
-        cmd = ["ip", "netns", "exec", ns] + cmd
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, **kw)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} -> {p.returncode}\nstdout: {p.stdout.decode()}\nstderr: {p.stderr.decode()}")
-    return p
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2elib import AGENT, CNIRUN, CTL, PLUGIN_DIR, REPO, LabTestCase, sh  # noqa: E402,F401
 
 
 class Lab:
@@ -157,23 +144,9 @@ def run_plugin(env, stdin, timeout=10):
     return p.returncode, p.stdout.decode()
 
 
-class E2ETest(unittest.TestCase):
-    def setUp(self):
-        if os.geteuid() != 0:
-            self.skipTest("e2e needs root (network namespaces, nftables)")
-        for f in (AGENT, CTL, os.path.join(PLUGIN_DIR, "ruleplane"), "/usr/lib/cni/bridge"):
-            if not os.access(f, os.X_OK):
-                self.fail(f"missing binary {f}")
-        self.labs = []
-
-    def tearDown(self):
-        for lab in self.labs:
-            lab.close()
-
+class E2ETest(LabTestCase):
     def lab(self, name, **kw):
-        lab = Lab(name, **kw)
-        self.labs.append(lab)
-        return lab
+        return self.own(Lab(name, **kw))
 
     def test_hostport_reaches_pod_and_check_del_twice(self):
         lab = self.lab("hp", agent_args=["--table-owner=off", "--drift-repair=false"])

@@ -26,12 +26,8 @@ import tempfile
 import time
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-AGENT = os.environ.get("RULEPLANE_AGENT", os.path.join(REPO, "build/agent/ruleplane-agent"))
-PLUGIN_DIR = os.environ.get("RULEPLANE_PLUGIN_DIR", os.path.join(REPO, "build/cni"))
-CTL = os.environ.get("RULEPLANECTL", os.path.join(REPO, "build/tools/ruleplanectl"))
-CNIRUN = os.path.join(REPO, "tools/cnirun")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2elib import AGENT, CNIRUN, CTL, HERE, PLUGIN_DIR, REPO, LabTestCase, sh  # noqa: E402,F401
 PEER = os.path.join(HERE, "snat_peer.py")
 
 NODE_IP, EGRESS2, OUTSIDE_IP, EXCLUDED_IP = "192.168.79.1", "192.168.79.3", "192.168.79.2", "172.31.9.1"
@@ -39,16 +35,6 @@ POD_SUBNET = "10.96.0.0/24"
 NODE_IP6, OUTSIDE_IP6, POD_SUBNET6 = "fd00:79::1", "fd00:79::2", "fd00:96::/64"
 PORT = 7000
 RP_FILTER_HANDLE = "0x7270"  # kRuleplaneTcFilter (agent/kernel/bpf/tc_hook.h)
-
-
-def sh(*args, check=True, ns=None, timeout=60, **kw):
-    cmd = list(args)
-    if ns:
-        cmd = ["ip", "netns", "exec", ns] + cmd
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, **kw)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} -> {p.returncode}\nstdout: {p.stdout.decode()}\nstderr: {p.stderr.decode()}")
-    return p
 
 
 def ensure_bpffs():
@@ -308,24 +294,9 @@ def bpf_snat(**kw):
     return dict({"snat_mode": "bpf"}, **kw)
 
 
-class SnatTest(unittest.TestCase):
-    def setUp(self):
-        if os.geteuid() != 0:
-            self.skipTest("e2e needs root (network namespaces, nftables, bpf)")
-        for f in (AGENT, CTL, os.path.join(PLUGIN_DIR, "ruleplane"), "/usr/lib/cni/bridge"):
-            if not os.access(f, os.X_OK):
-                self.fail(f"missing binary {f}")
-        self.labs = []
-
-    def tearDown(self):
-        for lab in self.labs:
-            if self._outcome and not all(e is None for _, e in getattr(self._outcome, "errors", [])):
-                print(f"--- agent log of {lab.id} ---\n{lab.log()[-6000:]}", file=sys.stderr)
-            lab.close()
-
+class SnatTest(LabTestCase):
     def lab(self, name, snat, ipv6=False):
-        lab = SnatLab(name, snat, ipv6=ipv6)
-        self.labs.append(lab)
+        lab = self.own(SnatLab(name, snat, ipv6=ipv6))
         lab.start_agent()
         return lab
 
