@@ -205,8 +205,8 @@ class LockSampler:
     number of waiters. Holds shorter than the interval can be missed; the
     report says it is sampled."""
 
-    def __init__(self, path=XTABLES_LOCK, interval=0.005):
-        self.path, self.interval = path, interval
+    def __init__(self, path=XTABLES_LOCK, interval=0.005, cpus=None):
+        self.path, self.interval, self.cpus = path, interval, cpus
         self._stop = threading.Event()
         self._thread = None
         self.holds = []          # finished: {pid, comm, start, end}
@@ -242,6 +242,8 @@ class LockSampler:
         return c
 
     def _run(self):
+        if self.cpus:
+            os.sched_setaffinity(threading.get_native_id(), self.cpus)  # off the CPUs being measured
         key = None
         while not self._stop.is_set():
             if key is None:

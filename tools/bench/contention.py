@@ -628,7 +628,7 @@ def main():
     def on_signal(sig, _):
         raise KeyboardInterrupt(f"signal {sig}")
     signal.signal(signal.SIGTERM, on_signal)
-    sampler = benchlib.LockSampler().start()
+    sampler = benchlib.LockSampler(cpus=a.cpus_churn).start()
     t_start = time.monotonic()
     try:
         for n in sizes:

@@ -256,7 +256,7 @@ def contention_section(runs, svgdir, lines, svgs):
     if cfg.get("cpus_churn"):
         lines.append(f"CPU placement (`--pin auto`): the churn restores run on CPU {cfg['cpus_churn']}, the agent, "
                      f"the chains' plugins and the driver on CPU {cfg['cpus_pods']}, as on a node with many CPUs where "
-                     f"kube-proxy's restore does not take the CPU the CNI runs on. The xtables lock is still one file "
+                     f"kube-proxy's restore does not take the CPU the CNI runs on (the driver's /proc/locks sampler runs on the churn CPU too). The xtables lock is still one file "
                      f"for the whole machine, so the contention this benchmark is about is untouched; what pinning "
                      f"removes is the 2-CPU VM's scheduler sharing one CPU between the restore and the ADD under "
                      f"test. `--pin off` measures that too.\n")
@@ -662,9 +662,9 @@ def render(raw, out_md, a):
     L.append("### SNAT data path (issue 4)\n")
     snat_section(load(raw, "snat.json"), L)
     L.append("## Caveats\n")
-    L.append("- 2 shared CPUs: the restore loop itself takes most of one CPU, other engineers' builds take the rest, "
-             "so every chain slows down under churn for CPU reasons alone; compare with the floor chain (section 1, "
-             "last two columns).")
+    L.append("- 2 shared CPUs: the restore loop keeps one CPU busy (pinned there unless `--pin off`), and other "
+             "engineers' builds may take CPU from anything; compare every chain with the floor chain of the same run "
+             "(section 1, last two columns).")
     L.append("- Pods accumulate per N (no DEL between ADDs); namespaces are removed after each N.")
     L.append("- The lock holders come from samples of /proc/locks every few ms: a short hold (an `iptables -w` "
              "from portmap) is seen only when it overlaps a sample; the restores' holds and everyone's waits are "
