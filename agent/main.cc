@@ -49,6 +49,9 @@
 ABSL_FLAG(std::string, config, "", "JSON config file (ruleplane.v1.AgentConfig); flags override it");
 ABSL_FLAG(std::string, socket, "/run/ruleplane/ruleplane.sock", "unix socket for the gRPC services");
 ABSL_FLAG(std::string, state_dir, "/var/lib/ruleplane", "directory for the checkpoint and journal");
+ABSL_FLAG(bool, journal_fsync, false,
+          "fdatasync the journal before acknowledging each commit (default: written, not synced; it must "
+          "survive the agent's death, and the kernel state it mirrors does not survive a reboot)");
 ABSL_FLAG(std::string, table, "ruleplane", "name of the agent's nftables table (family inet)");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
           "host:port for Prometheus /metrics; empty disables");
@@ -166,6 +169,7 @@ absl::StatusOr<v1::AgentConfig> LoadConfig() {
   if (FlagSet("cni_conflist_file")) cfg.mutable_cni()->set_conflist_file(absl::GetFlag(FLAGS_cni_conflist_file));
   if (cfg.cni().conflist_name().empty()) cfg.mutable_cni()->set_conflist_name("10-ruleplane.conflist");
   if (!cfg.has_bringup_history()) cfg.set_bringup_history(10);
+  if (FlagSet("journal_fsync") || !cfg.has_journal_fsync()) cfg.set_journal_fsync(absl::GetFlag(FLAGS_journal_fsync));
   if (lock->path().empty() || lock->path()[0] != '/') {
     return absl::InvalidArgumentError(absl::StrCat("xtables_lock.path: \"", lock->path(), "\" must be an absolute path"));
   }
@@ -344,6 +348,7 @@ int Main() {
 
   txn::EngineOptions opts;
   opts.state_dir = cfg->state_dir();
+  opts.journal_fsync = cfg->journal_fsync();
   opts.layout.table = cfg->table();
   if (cfg->has_dnat_priority()) opts.layout.dnat_priority = cfg->dnat_priority();
   if (cfg->has_snat_priority()) opts.layout.snat_priority = cfg->snat_priority();
@@ -550,8 +555,9 @@ int Main() {
         continue;
       }
       if (next->table() != cfg->table() || next->state_dir() != cfg->state_dir() ||
-          next->socket() != cfg->socket() || next->metrics_address() != cfg->metrics_address()) {
-        LOG(WARNING) << "SIGHUP: table, state_dir, socket and metrics_address take effect on restart";
+          next->socket() != cfg->socket() || next->metrics_address() != cfg->metrics_address() ||
+          next->journal_fsync() != cfg->journal_fsync()) {
+        LOG(WARNING) << "SIGHUP: table, state_dir, socket, metrics_address and journal_fsync take effect on restart";
       }
       // Reload goes through the queue: the writer swaps the layout and
       // converges the kernel in one diff transaction.

@@ -25,7 +25,7 @@ std::vector<double> LatencyBuckets() { return metrics::ExponentialBuckets(0.0000
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options,
                                                        std::unique_ptr<NftPort> port,
                                                        metrics::Registry* registry) {
-  ASSIGN_OR_RETURN(std::unique_ptr<StateStore> store, StateStore::Open(options.state_dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<StateStore> store, StateStore::Open(options.state_dir, StateStore::Options{options.journal_fsync}));
   return std::unique_ptr<Engine>(
       new Engine(std::move(options), std::move(port), std::move(store), registry));
 }

@@ -12,7 +12,8 @@
 //    memory, the culprit (from the kernel's per-message error) is dropped and
 //    the rest is committed again;
 //  - a producer is acknowledged only after the kernel accepted the batch and
-//    the journal was synced;
+//    the journal record was written (and fdatasynced with journal_fsync;
+//    agent/txn/checkpoint.h says why that is off by default);
 //  - kernel state is never torn down on Stop().
 //
 // Must not: block a producer on the kernel (Submit only enqueues), or touch
@@ -53,6 +54,10 @@ struct CommitInfo;
 struct EngineOptions {
   render::Layout layout;
   std::string state_dir;
+  // fdatasync the journal before acknowledging a commit. Off: the record is
+  // written (page cache) before the ack, which survives the agent's death;
+  // what it mirrors does not survive the node's (agent/txn/checkpoint.h).
+  bool journal_fsync = false;
   // Upper bound of mutations folded into one commit.
   size_t max_batch_mutations = 20000;
   // Delay before retrying a failed resync.
