@@ -48,10 +48,28 @@ bool IpAddress::IsUnspecified() const {
   return true;
 }
 
+absl::string_view IpAddress::ToChars(char (&buf)[kMaxTextSize]) const {
+  static_assert(kMaxTextSize >= INET6_ADDRSTRLEN);
+  if (is_v4()) {
+    // glibc's inet_ntop formats IPv4 through sprintf; this runs for every
+    // pod element the engine renders and journals, so format by hand.
+    char* p = buf;
+    for (int i = 0; i < 4; ++i) {
+      unsigned v = bytes_[i];
+      if (v >= 100) *p++ = static_cast<char>('0' + v / 100);
+      if (v >= 10) *p++ = static_cast<char>('0' + v / 10 % 10);
+      *p++ = static_cast<char>('0' + v % 10);
+      if (i < 3) *p++ = '.';
+    }
+    return absl::string_view(buf, static_cast<size_t>(p - buf));
+  }
+  inet_ntop(AF_INET6, bytes_.data(), buf, kMaxTextSize);
+  return absl::string_view(buf);
+}
+
 std::string IpAddress::ToString() const {
-  char buf[INET6_ADDRSTRLEN];
-  inet_ntop(is_v4() ? AF_INET : AF_INET6, bytes_.data(), buf, sizeof(buf));
-  return buf;
+  char buf[kMaxTextSize];
+  return std::string(ToChars(buf));
 }
 
 absl::StatusOr<L4Proto> ParseL4Proto(absl::string_view text) {
@@ -74,8 +92,13 @@ absl::string_view L4ProtoName(L4Proto proto) {
 
 std::string Attachment::OwnerTag() const {
   // nftables caps element comments at 128 bytes; container ids are 64 hex
-  // chars, so keep a 12-char prefix like `crictl ps` does.
-  std::string tag = absl::StrCat("c=", key.container_id.substr(0, 12), "/", key.ifname);
+  // chars, so keep a 12-char prefix like `crictl ps` does. One allocation:
+  // this runs for every element the engine renders.
+  const absl::string_view cid = absl::string_view(key.container_id).substr(0, 12);
+  std::string tag;
+  tag.reserve(2 + cid.size() + 1 + key.ifname.size() +
+              (pod_name.empty() ? 0 : 5 + pod_namespace.size() + 1 + pod_name.size()));
+  absl::StrAppend(&tag, "c=", cid, "/", key.ifname);
   if (!pod_name.empty()) absl::StrAppend(&tag, " pod=", pod_namespace, "/", pod_name);
   if (tag.size() > 120) tag.resize(120);
   return tag;

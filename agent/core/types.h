@@ -30,6 +30,10 @@ class IpAddress {
   std::vector<uint8_t> bytes() const;
   bool IsUnspecified() const;  // 0.0.0.0 or ::
   std::string ToString() const;
+  // The same text written into `buf` (kMaxTextSize bytes, INET6_ADDRSTRLEN),
+  // without allocating; the view points into `buf`.
+  static constexpr size_t kMaxTextSize = 46;
+  absl::string_view ToChars(char (&buf)[kMaxTextSize]) const;
 
   friend auto operator<=>(const IpAddress&, const IpAddress&) = default;
   friend bool operator==(const IpAddress&, const IpAddress&) = default;

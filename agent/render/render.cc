@@ -271,25 +271,25 @@ std::vector<SetElement> ElementsOf(const Attachment& a) {
 
 // ---- ElementIndex ----
 
-std::optional<Element> ElementIndex::Chosen(const std::string& set,
-                                            const std::vector<uint8_t>& key) const {
+const Element* ElementIndex::Chosen(const std::string& set, const std::vector<uint8_t>& key) const {
   auto s = sets_.find(set);
-  if (s == sets_.end()) return std::nullopt;
+  if (s == sets_.end()) return nullptr;
   auto k = s->second.find(key);
-  if (k == s->second.end() || k->second.empty()) return std::nullopt;
+  if (k == s->second.end() || k->second.empty()) return nullptr;
   // Several attachments may own the same element (a pod IP reused before the
   // old container's DEL); the smallest owner key wins, deterministically. An
   // adopted orphan (empty container id, sorts first) yields to a live owner.
   auto it = k->second.begin();
   if (it->first.container_id.empty() && k->second.size() > 1) ++it;
-  return it->second;
+  return &it->second;
 }
 
 void ElementIndex::Touch(const std::string& set, const std::vector<uint8_t>& key, uint64_t origin) {
   auto& per_set = dirty_[set];
   auto it = per_set.find(key);
   if (it == per_set.end()) {
-    per_set.emplace(key, Dirty{Chosen(set, key), origin});
+    const Element* before = Chosen(set, key);
+    per_set.emplace(key, Dirty{before ? std::optional<Element>(*before) : std::nullopt, origin});
   } else {
     it->second.origin = origin;
   }
@@ -307,8 +307,8 @@ void ElementIndex::Apply(const core::Change& change, uint64_t origin) {
   if (change.after) {
     for (SetElement& se : ElementsOf(*change.after)) {
       Touch(se.set, se.element.key, origin);
-      std::vector<uint8_t> key = se.element.key;
-      sets_[se.set][key][change.key] = std::move(se.element);
+      auto [slot, inserted] = sets_[se.set].try_emplace(se.element.key);
+      slot->second[change.key] = std::move(se.element);
     }
   }
 }
@@ -319,12 +319,12 @@ std::vector<Op> ElementIndex::TakeDelta() {
     op::DeleteElements del{set, {}};
     op::AddElements add{set, {}};
     for (auto& [key, d] : keys) {
-      std::optional<Element> now = Chosen(set, key);
+      const Element* now = Chosen(set, key);
       // Same key and data: nothing for the kernel to do (an owner change
       // alone does not rewrite the element's comment).
       if (d.before && now && *d.before == *now) continue;
       if (d.before) {
-        Element e = *d.before;
+        Element e = std::move(*d.before);  // dirty_ is cleared below
         e.origin = d.origin;
         del.elements.push_back(std::move(e));
       }
@@ -355,7 +355,8 @@ std::vector<Element> ElementIndex::ElementsIn(const std::string& set) const {
 
 std::optional<Element> ElementIndex::Find(const std::string& set,
                                           const std::vector<uint8_t>& key) const {
-  return Chosen(set, key);
+  const Element* e = Chosen(set, key);
+  return e ? std::optional<Element>(*e) : std::nullopt;
 }
 
 namespace {

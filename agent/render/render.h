@@ -115,7 +115,9 @@ class ElementIndex {
 
  private:
   using Owners = std::map<core::AttachmentKey, Element>;
-  std::optional<Element> Chosen(const std::string& set, const std::vector<uint8_t>& key) const;
+  // The element the kernel should hold for (set, key), or null. Points into
+  // sets_: valid until the next change of that key.
+  const Element* Chosen(const std::string& set, const std::vector<uint8_t>& key) const;
   void Touch(const std::string& set, const std::vector<uint8_t>& key, uint64_t origin);
 
   struct Dirty {

@@ -187,15 +187,15 @@ StateStore::Loaded StateStore::Load() {
 
 absl::Status StateStore::Append(uint64_t commit_id, const std::vector<const core::Mutation*>& mutations) {
   RETURN_IF_ERROR(OpenJournal());
-  v1::JournalRecord rec;
-  rec.set_commit_id(commit_id);
-  for (const core::Mutation* m : mutations) *rec.add_mutations() = ToProto(*m);
-  std::string body = rec.SerializeAsString();
-  std::string framed;
-  framed.reserve(body.size() + 8);
-  PutU32(framed, static_cast<uint32_t>(body.size()));
-  PutU32(framed, Crc(body));
-  framed += body;
+  // [u32 length][u32 crc32][JournalRecord], the record encoded in place
+  // after an 8-byte header that is filled in once its length is known.
+  std::string framed(8, '\0');
+  AppendJournalRecord(commit_id, mutations, &framed);
+  const uint32_t len = static_cast<uint32_t>(framed.size() - 8);
+  const uint32_t crc =
+      static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(framed.data() + 8), static_cast<uInt>(len)));
+  std::memcpy(framed.data(), &len, 4);
+  std::memcpy(framed.data() + 4, &crc, 4);
   std::string path = absl::StrCat(dir_, "/", kJournal);
   RETURN_IF_ERROR(WriteAll(journal_.get(), framed.data(), framed.size(), path));
   // Without sync_journal the record is in the page cache now: it survives

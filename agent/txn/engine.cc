@@ -686,8 +686,9 @@ void Engine::ProcessBatch(std::vector<Item>& items, bool allow_split) {
   }
   batch_mutations_->Observe(static_cast<double>(items.size()));
 
+  // Item id -> index, for attributing kernel errors; built on the first
+  // refused commit only (the common case never needs it).
   std::map<uint64_t, size_t> by_id;
-  for (size_t i = 0; i < items.size(); ++i) by_id[items[i].id] = i;
 
   // results[i] set = final error for item i; unset = still in the batch.
   std::vector<std::optional<absl::Status>> results(items.size());
@@ -765,6 +766,9 @@ void Engine::ProcessBatch(std::vector<Item>& items, bool allow_split) {
     }
 
     // Attribute: which mutation caused each refused op/element?
+    if (by_id.empty()) {
+      for (size_t i = 0; i < items.size(); ++i) by_id[items[i].id] = i;
+    }
     bool drift = false;
     std::map<size_t, absl::Status> culprits;
     for (const OpError& e : report.errors) {

@@ -1,6 +1,9 @@
 #include "agent/txn/state_proto.h"
 
+#include <type_traits>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "agent/common/status_macros.h"
 
 namespace ruleplane::txn {
@@ -73,6 +76,9 @@ v1::Mutation ToProto(const core::Mutation& m) {
       p.mutable_delete_()->set_ifname(m.key.ifname);
       break;
     case core::Mutation::Kind::kRetain:
+      // Set even when empty: "retain nothing" is a real GC that removes
+      // every attachment, not a mutation without a kind.
+      p.mutable_retain();
       for (const core::AttachmentKey& k : m.retain) {
         v1::AttachmentKey* pk = p.mutable_retain()->add_keys();
         pk->set_container_id(k.container_id);
@@ -100,6 +106,143 @@ absl::StatusOr<core::Mutation> FromProto(const v1::Mutation& p) {
       break;
   }
   return absl::InvalidArgumentError("mutation has no kind");
+}
+
+namespace {
+
+// Protobuf wire format, just what state.proto needs: varints (wire type 0)
+// and length-delimited fields (wire type 2), field numbers < 16 (one-byte
+// tags). Encoders are templates over a sink so one function both sizes a
+// nested message (SizeSink) and writes it (StringSink).
+constexpr uint8_t kVarint = 0;
+constexpr uint8_t kLengthDelimited = 2;
+
+size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+struct SizeSink {
+  size_t size = 0;
+  void Raw(absl::string_view s) { size += s.size(); }
+  void Byte(uint8_t) { ++size; }
+  void Varint(uint64_t v) { size += VarintSize(v); }
+};
+
+struct StringSink {
+  std::string* out;
+  void Raw(absl::string_view s) { out->append(s.data(), s.size()); }
+  void Byte(uint8_t b) { out->push_back(static_cast<char>(b)); }
+  void Varint(uint64_t v) {
+    while (v >= 0x80) {
+      out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+      v >>= 7;
+    }
+    out->push_back(static_cast<char>(v));
+  }
+};
+
+template <typename Sink>
+void Tag(Sink& s, uint32_t field, uint8_t wire_type) {
+  s.Byte(static_cast<uint8_t>(field << 3 | wire_type));
+}
+// A repeated string element: written even when empty.
+template <typename Sink>
+void StringElement(Sink& s, uint32_t field, absl::string_view v) {
+  Tag(s, field, kLengthDelimited);
+  s.Varint(v.size());
+  s.Raw(v);
+}
+// A singular proto3 string: omitted when empty.
+template <typename Sink>
+void String(Sink& s, uint32_t field, absl::string_view v) {
+  if (!v.empty()) StringElement(s, field, v);
+}
+template <typename Sink>
+void Uint(Sink& s, uint32_t field, uint64_t v) {
+  if (v == 0) return;
+  Tag(s, field, kVarint);
+  s.Varint(v);
+}
+// A nested message (written even when empty, as a set message field is).
+// Sizing it walks the body once; writing it walks the body twice (size,
+// then bytes), so a message at depth d is walked d+1 times in all.
+template <typename Sink, typename Body>
+void Message(Sink& s, uint32_t field, const Body& body) {
+  SizeSink size;
+  body(size);
+  Tag(s, field, kLengthDelimited);
+  s.Varint(size.size);
+  if constexpr (std::is_same_v<Sink, SizeSink>) {
+    s.size += size.size;
+  } else {
+    body(s);
+  }
+}
+
+template <typename Sink>
+void EncodeKey(Sink& s, const core::AttachmentKey& k) {
+  String(s, 1, k.container_id);
+  String(s, 2, k.ifname);
+}
+
+template <typename Sink>
+void EncodeAttachment(Sink& s, const core::Attachment& a) {
+  EncodeKey(s, a.key);
+  String(s, 3, a.netns);
+  String(s, 4, a.pod_namespace);
+  String(s, 5, a.pod_name);
+  String(s, 6, a.pod_uid);
+  char text[core::IpAddress::kMaxTextSize];
+  for (const core::IpAddress& ip : a.ips) StringElement(s, 7, ip.ToChars(text));
+  for (const core::PortMapping& pm : a.port_mappings) {
+    Message(s, 8, [&pm](auto& m) {
+      Uint(m, 1, pm.host_port);
+      Uint(m, 2, pm.container_port);
+      String(m, 3, core::L4ProtoName(pm.proto));
+      char host_ip[core::IpAddress::kMaxTextSize];
+      if (pm.host_ip) String(m, 4, pm.host_ip->ToChars(host_ip));
+    });
+  }
+}
+
+template <typename Sink>
+void EncodeMutation(Sink& s, const core::Mutation& m) {
+  switch (m.kind) {
+    case core::Mutation::Kind::kUpsert:
+      Message(s, 1, [&m](auto& a) { EncodeAttachment(a, m.attachment); });
+      break;
+    case core::Mutation::Kind::kDelete:
+      Message(s, 2, [&m](auto& k) { EncodeKey(k, m.key); });
+      break;
+    case core::Mutation::Kind::kRetain:
+      Message(s, 3, [&m](auto& r) {
+        for (const core::AttachmentKey& k : m.retain) {
+          Message(r, 1, [&k](auto& pk) { EncodeKey(pk, k); });
+        }
+      });
+      break;
+  }
+}
+
+}  // namespace
+
+void AppendJournalRecord(uint64_t commit_id, const std::vector<const core::Mutation*>& mutations,
+                         std::string* out) {
+  auto record = [&](auto& s) {
+    Uint(s, 1, commit_id);
+    for (const core::Mutation* m : mutations) {
+      Message(s, 2, [m](auto& pm) { EncodeMutation(pm, *m); });
+    }
+  };
+  // A guess, not a sizing pass (that would walk every mutation once more).
+  out->reserve(out->size() + 16 + 256 * mutations.size());
+  StringSink sink{out};
+  record(sink);
 }
 
 }  // namespace ruleplane::txn

@@ -1,5 +1,6 @@
 #include "agent/core/desired_state.h"
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "test/unit/test_util.h"
 
@@ -16,6 +17,17 @@ TEST(IpAddressTest, ParsesBothFamiliesAndRejectsGarbage) {
   absl::StatusOr<IpAddress> bad = IpAddress::Parse("10.1.2");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("10.1.2"), std::string::npos);
+}
+
+TEST(IpAddressTest, Ipv4TextMatchesInetNtopForEveryOctetWidth) {
+  // ToString formats IPv4 by hand (hot path); inet_ntop is the reference.
+  for (int v : {0, 1, 9, 10, 99, 100, 199, 255}) {
+    const auto o = static_cast<uint8_t>(v);
+    const IpAddress ip = IpAddress::V4({o, static_cast<uint8_t>(255 - o), 0, o});
+    const std::string want = absl::StrCat(v, ".", 255 - v, ".0.", v);
+    EXPECT_EQ(ip.ToString(), want);
+    EXPECT_EQ(IpAddress::Parse(want)->ToString(), want);
+  }
 }
 
 TEST(DesiredStateTest, UpsertTwiceIsIdempotent) {

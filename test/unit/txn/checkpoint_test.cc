@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "agent/txn/state_proto.h"
 #include "gtest/gtest.h"
 #include "test/unit/test_util.h"
 
@@ -57,6 +58,35 @@ TEST_F(CheckpointTest, SyncedJournalReplaysTheSame) {
   EXPECT_TRUE(l.problem.empty()) << l.problem;
   EXPECT_EQ(l.journal_records, 2u);
   EXPECT_EQ(l.state.size(), 2u);
+}
+
+TEST(JournalEncodingTest, SameBytesAsTheProtoMessage) {
+  core::Attachment v6 = Pod("c", "fd00::7", {Tcp(8080, 80)});
+  v6.ips.push_back(*core::IpAddress::Parse("10.9.8.7"));
+  v6.port_mappings.push_back({53, 5353, core::L4Proto::kUdp, core::IpAddress::Parse("192.168.1.1").value()});
+  std::vector<Mutation> ms = {
+      Mutation::Upsert(Pod("a", "10.0.0.2", {Tcp(80, 80)})),
+      Mutation::Upsert(v6),
+      Mutation::Upsert(core::Attachment{}),  // every field empty
+      Mutation::Delete({"b", "eth0"}),
+      Mutation::Retain({{"a", "eth0"}, {"c", "net1"}}),
+      Mutation::Retain({}),  // GC keeping nothing: must stay a retain
+  };
+  std::vector<const Mutation*> ptrs;
+  v1::JournalRecord want;
+  want.set_commit_id(300);  // a two-byte varint
+  for (const Mutation& m : ms) {
+    ptrs.push_back(&m);
+    *want.add_mutations() = ToProto(m);
+  }
+  std::string got = "prefix";
+  AppendJournalRecord(300, ptrs, &got);
+  EXPECT_EQ(got, "prefix" + want.SerializeAsString());
+  v1::JournalRecord parsed;
+  ASSERT_TRUE(parsed.ParseFromString(got.substr(6)));
+  ASSERT_EQ(parsed.mutations_size(), 6);
+  EXPECT_EQ(parsed.mutations(5).kind_case(), v1::Mutation::kRetain);
+  EXPECT_EQ(parsed.mutations(1).upsert().ips(1), "10.9.8.7");
 }
 
 TEST_F(CheckpointTest, SnapshotPlusJournal) {
