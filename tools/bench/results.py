@@ -164,12 +164,6 @@ def run_all(a, raw):
             p = os.path.join(raw, f"plugin-{i}.json")
             run("plugin_latency", [py, os.path.join(BENCH, "plugin_latency.py")] + b +
                 (["--pods", "50"] if a.quick else []) + ["--json", p], p)
-    if "plugin" in only:
-        # The journal's fdatasync is part of every ADD; one more run with the
-        # state dir on tmpfs shows how much of the figure the disk is.
-        p = os.path.join(raw, "plugin-tmpfs.json")
-        run("plugin_latency tmpfs", [py, os.path.join(BENCH, "plugin_latency.py")] + b +
-            (["--pods", "50"] if a.quick else []) + ["--state-root", "/dev/shm", "--json", p], p)
     if "startup" in only:
         p = os.path.join(raw, "startup.json")
         sizes = "0,1000,10000" if a.quick else "0,1000,10000,100000"
@@ -406,7 +400,8 @@ def plugin_section(runs, tmpfs, lines, svgs):
     lines.append(f"{cfg['pods']} ADDs per mode per run, {len(runs)} run(s); each iteration execs the plugin ADD, "
                  f"`host-local` VERSION and `/bin/true` back to back (order rotated) so all three see the same "
                  f"machine. Every ADD is a new attachment with one hostPort: one gRPC round trip, one nftables "
-                 f"commit, one journal fdatasync. Median over runs [min–max].\n")
+                 f"commit, one journal write (fdatasync only with `journal_fsync`, off by default). Median over runs "
+                 f"[min–max].\n")
     lines.append("| mode | process | p50 | p99 | max | CPU per exec (p50) |")
     lines.append("|---|---|---|---|---|---|")
     for mode in ("seq", "conc"):
@@ -430,7 +425,7 @@ def plugin_section(runs, tmpfs, lines, svgs):
                      f"{spread(rat, lambda x: f'{x:.2f}x')} — target ≤ 1.5x: **{'PASS' if ok else 'MISS'}**")
     if tmpfs:
         t = tmpfs[0]
-        lines.append(f"- same run with the agent's state dir on tmpfs (no disk flush; diagnostic only): sequential "
+        lines.append(f"- a run with the agent's state dir on tmpfs (diagnostic only): sequential "
                      f"ADD p50 {ms_unit(t['seq']['plugin']['p50']['ms'])} vs floor "
                      f"{ms_unit(t['seq']['floor']['p50']['ms'])} ({t['seq']['ratio_p50']:.2f}x); "
                      f"{t['conc']['concurrency']}-way {ms_unit(t['conc']['plugin']['p50']['ms'])} vs "
@@ -455,9 +450,18 @@ def commit_section(c, lines, svgs):
     if not c:
         lines.append("_Commit benchmark: no data in this run._\n")
         return
-    lines.append(f"`ruleplane-bench commit --json` (engine: C producer threads, one mutation in flight each, "
-                 f"1 mutation = 1 set element; `nft -f`: the same N elements as one file, exec + parse + commit). "
-                 f"Median of {c['repeats']} repeats [min–max], state dir on `{c.get('state_root', '?')}`.\n")
+    prod = c.get("producers", "threads")
+    how = ("C producers, each a chain of completion callbacks with one mutation in flight (each completion "
+           "submits the next, as the agent's gRPC handlers use the engine)" if prod == "async" else
+           "C producer threads, one mutation in flight each")
+    sync = c.get("journal_fsync")
+    jour = ("journal written before every ack and fdatasync'ed per commit (`--journal_fsync`)" if sync else
+            "journal written (write(2)) before every ack, no fdatasync: the agent's default, see "
+            "`journal_fsync` in BUILD.md" if sync is not None else "journal fdatasync'ed per commit")
+    lines.append(f"`ruleplane-bench commit --json` (engine: {how}; {jour}; 1 mutation = 1 set element; `nft -f`: "
+                 f"the same N elements with the same comments as one file, exec + parse + commit; the kernel's "
+                 f"element count is checked after every run). Median of {c['repeats']} repeats [min–max], state dir "
+                 f"on `{c.get('state_root', '?')}`.\n")
     lines.append("| N | C | wall (ms, or s) | mutations/s | commits | mean batch | ÷ nft -f wall |")
     lines.append("|---|---|---|---|---|---|---|")
     nft = {r["n"]: r for r in c["nft_file"]}
@@ -473,8 +477,9 @@ def commit_section(c, lines, svgs):
     if c.get("latency"):
         l = c["latency"]
         lines.append(f"\nSingle mutation into a set of {l['set_size']} elements: engine p50 {l['p50_ms']:.3f} ms, "
-                     f"p99 {l['p99_ms']:.3f} ms (netlink part p50 {l['netlink_p50_ms']:.3f} ms, disk fdatasync p50 "
-                     f"{l['fdatasync_p50_ms']:.3f} ms); `nft add element` exec p50 {l['exec_p50_ms']:.3f} ms.")
+                     f"p99 {l['p99_ms']:.3f} ms (netlink part p50 {l['netlink_p50_ms']:.3f} ms; one fdatasync of the "
+                     f"state dir's disk, for reference, p50 {l['fdatasync_p50_ms']:.3f} ms); `nft add element` exec "
+                     f"p50 {l['exec_p50_ms']:.3f} ms.")
     if c.get("exec_per_element"):
         e = c["exec_per_element"]
         lines.append(f"\nOne `nft add element` exec per element: {e['done']} of {e['n']} in {e['total_ms']:.0f} ms "
@@ -482,6 +487,10 @@ def commit_section(c, lines, svgs):
     lines.append("\nTargets as the tool states them:\n")
     for t in c.get("targets", []):
         lines.append(f"- `{t['line']}`")
+    if c.get("info"):
+        lines.append("\nFor information (no target at these sizes):\n")
+        for t in c["info"]:
+            lines.append(f"- `{t['line']}`")
     series = []
     for cc in sorted({r["c"] for r in c["engine"]}):
         pts = []
@@ -497,7 +506,8 @@ def commit_section(c, lines, svgs):
     series.append({"label": "nft -f (floor)", "points": pts, "dash": True})
     svgs["commit-throughput.svg"] = svgplot.line_plot(
         "Commit throughput vs N", series, "N (elements)", "mutations per second",
-        note=f"median of {c['repeats']} repeats, bars min–max; engine includes a journal fdatasync per commit")
+        note=f"median of {c['repeats']} repeats, bars min–max; journal "
+             f"{'fdatasync per commit' if c.get('journal_fsync', True) else 'written before each ack, no fdatasync'}")
     lines.append("\n![commit throughput](benchmarks/commit-throughput.svg)\n")
 
 
