@@ -4,8 +4,11 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <cerrno>
 #include <cstring>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -259,6 +262,41 @@ TEST(PluginNoAgentTest, SilentListenerEndsAtDeadline) {
   absl::Duration took = absl::Now() - start;
   EXPECT_EQ(r.code(), 11) << r.out;
   EXPECT_THAT(r.msg(), HasSubstr(sock));
+  EXPECT_GE(took, absl::Milliseconds(250));
+  EXPECT_LT(took, absl::Milliseconds(1500));
+}
+
+// A hung agent whose listen backlog is full: connect() itself would wait;
+// the plugin's connect is bounded by the same deadline as the call.
+TEST(PluginNoAgentTest, FullBacklogIs11AtDeadline) {
+  TempDir dir;
+  std::string sock = dir.path() + "/full.sock";
+  UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM, 0));
+  ASSERT_TRUE(listener.valid());
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, sock.c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(listener.get(), 0), 0);
+  std::vector<UniqueFd> queued;  // never accepted
+  bool full = false;
+  for (int i = 0; i < 64 && !full; ++i) {
+    UniqueFd c(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0));
+    ASSERT_TRUE(c.valid());
+    if (::connect(c.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      ASSERT_EQ(errno, EAGAIN) << std::strerror(errno);
+      full = true;
+    }
+    queued.push_back(std::move(c));
+  }
+  ASSERT_TRUE(full) << "could not fill the listen backlog";
+  absl::Time start = absl::Now();
+  RunResult r =
+      RunCni(EnvFor("ADD"), Conf("1.0.0", sock, std::string(R"(,"timeout":"300ms","prevResult":)") + kBridgePrevResult));
+  absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(r.code(), 11) << r.out;
+  EXPECT_EQ(r.msg(), "ruleplane agent not reachable at " + sock);
+  EXPECT_THAT(r.Error()["details"].get<std::string>(), HasSubstr("UNAVAILABLE")) << r.out;
   EXPECT_GE(took, absl::Milliseconds(250));
   EXPECT_LT(took, absl::Milliseconds(1500));
 }
