@@ -61,6 +61,7 @@ int main() {
     out = ruleplane::cni::StdinReadFailure(std::strerror(saved));
     rc = 1;
   } else {
+    ruleplane::cni::SetOneShotProcess();
     rc = ruleplane::cni::RunPlugin(env, input, &out, &err);
   }
   // Best effort: if stdout is gone there is nobody left to tell.

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "agent/common/status_macros.h"
 #include "agent/common/unique_fd.h"
 #include "cni/json_scan.h"
@@ -32,6 +33,9 @@ namespace ruleplane::cni {
 namespace {
 
 using nlohmann::json;
+
+// Set once by SetOneShotProcess (cni/run.h) before any agent call.
+bool one_shot_process = false;
 
 constexpr absl::string_view kSupportedVersions[] = {"0.4.0", "1.0.0", "1.1.0"};
 constexpr absl::string_view kValidAttachmentsKey = "cni.dev/valid-attachments";
@@ -175,6 +179,18 @@ class AgentClient {
  public:
   explicit AgentClient(const NetConf& conf)
       : socket_(conf.socket), timeout_(conf.timeout), deadline_(absl::Now() + timeout_) {}
+
+  AgentClient(const AgentClient&) = delete;
+  AgentClient& operator=(const AgentClient&) = delete;
+
+  ~AgentClient() {
+    if (one_shot_process) {
+      // Deliberately leaked, with the channel it holds: the process _exits
+      // right after the answer is written (see SetOneShotProcess), and
+      // tearing the channel down would only delay that.
+      (void)stub_.release();
+    }
+  }
 
   template <typename Req, typename Resp>
   using Method = grpc::Status (v1::Cni::Stub::*)(grpc::ClientContext*, const Req&, Resp*);
@@ -620,6 +636,11 @@ std::string FormatCniError(absl::string_view cni_version, int code, absl::string
 
 std::string StdinReadFailure(const std::string& reason) {
   return FormatCniError(kLatestCniVersion, kCniIoFailure, "reading network config from stdin", reason);
+}
+
+void SetOneShotProcess() {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  one_shot_process = true;
 }
 
 std::string VersionJson() { return R"({"cniVersion":"1.1.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]})"; }
