@@ -525,15 +525,17 @@ def snat_section(sn, lines):
                  f"iperf3 stream for {args['seconds']} s; new connections = {args['count']} short connections "
                  f"(connect, 1-byte request/response, close) from {args['parallel']} threads. Median over rounds "
                  f"[min–max].\n")
-    lines.append("| variant | TCP Gbit/s | ÷ no-nat | new conn/s | ÷ no-nat | failed connections |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("| variant | TCP Gbit/s | ÷ no-nat | new conn/s | ÷ no-nat | failed connections | agent CPU per 1000 "
+                 "connections |")
+    lines.append("|---|---|---|---|---|---|---|")
     base_g, base_c = med(res["no-nat"]["gbit"]), med(res["no-nat"]["conn_s"])
     m = {}
     for v in variants:
         g, c = res[v]["gbit"], res[v]["conn_s"]
         m[v] = (med(g), med(c))
         lines.append(f"| {v} | {spread(g, lambda x: f'{x:.2f}')} | {med(g) / base_g:.3f} | "
-                     f"{spread(c, lambda x: f'{x:.0f}')} | {med(c) / base_c:.3f} | {res[v]['failed']} |")
+                     f"{spread(c, lambda x: f'{x:.0f}')} | {med(c) / base_c:.3f} | {res[v]['failed']} | "
+                     f"{spread(res[v].get('agent_cpu_ms_per_1k_conns', []), lambda x: f'{x:.1f} ms')} |")
     if all(v in m for v in ("bpf", "nftables", "iptables")):
         og = m["bpf"][0] >= m["nftables"][0] >= m["iptables"][0]
         oc = m["bpf"][1] >= m["nftables"][1] >= m["iptables"][1]
