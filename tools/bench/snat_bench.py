@@ -22,6 +22,9 @@ exceed the differences: use many rounds and look at the spread.
 
 Usage: sudo tools/bench/snat_bench.py [--build build] [--rounds 3] [--seconds 5]
                                       [--count 10000] [--parallel 4] [--json out.json]
+                                      [--variants bpf,nftables,iptables]
+RP_SNAT_BENCH_EXTRA='{"snat_stats_interval_ms": 5000}' merges extra agent
+config (JSON) into every mode, for experiments; the page never uses it.
 """
 import argparse
 import json
