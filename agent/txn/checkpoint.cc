@@ -197,10 +197,27 @@ absl::Status StateStore::Append(uint64_t commit_id, const std::vector<const core
   std::memcpy(framed.data(), &len, 4);
   std::memcpy(framed.data() + 4, &crc, 4);
   std::string path = absl::StrCat(dir_, "/", kJournal);
-  RETURN_IF_ERROR(WriteAll(journal_.get(), framed.data(), framed.size(), path));
+  if (journal_damaged_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "append to journal ", path, ": a failed append could not be cut off; a snapshot must replace it first"));
+  }
+  absl::Status s = WriteAll(journal_.get(), framed.data(), framed.size(), path);
   // Without sync_journal the record is in the page cache now: it survives
   // the agent's death, which is what it is for (file comment in checkpoint.h).
-  if (options_.sync_journal && ::fdatasync(journal_.get()) != 0) return Errno("fdatasync", path);
+  if (s.ok() && options_.sync_journal && ::fdatasync(journal_.get()) != 0) s = Errno("fdatasync", path);
+  if (!s.ok()) {
+    // A write that failed part-way (ENOSPC, EFBIG, EIO) may have left part
+    // of the record in the file. Later records would land after it and
+    // Load() stops at the first bad record, so everything appended after a
+    // failure would be lost on restart. Cut the file back to the last good
+    // record; the caller was told this commit is not persisted.
+    if (::ftruncate(journal_.get(), static_cast<off_t>(journal_bytes_)) != 0) {
+      journal_damaged_ = true;  // refuse appends until WriteSnapshot() truncates the journal
+      return absl::Status(s.code(), absl::StrCat(s.message(), "; cutting the journal back to ", journal_bytes_,
+                                                 " bytes failed too: ", std::strerror(errno)));
+    }
+    return s;
+  }
   journal_bytes_ += framed.size();
   return absl::OkStatus();
 }
@@ -229,8 +246,9 @@ absl::Status StateStore::WriteSnapshot(const core::DesiredState& state) {
   // The snapshot now contains everything in the journal.
   RETURN_IF_ERROR(OpenJournal());
   if (::ftruncate(journal_.get(), 0) != 0) return Errno("truncate", absl::StrCat(dir_, "/", kJournal));
-  if (::fdatasync(journal_.get()) != 0) return Errno("fdatasync", absl::StrCat(dir_, "/", kJournal));
   journal_bytes_ = 0;
+  journal_damaged_ = false;
+  if (::fdatasync(journal_.get()) != 0) return Errno("fdatasync", absl::StrCat(dir_, "/", kJournal));
   return absl::OkStatus();
 }
 

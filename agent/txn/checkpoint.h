@@ -64,6 +64,9 @@ class StateStore {
 
   // Appends the mutations of one commit (write(2); fdatasync as well with
   // Options::sync_journal). OK means a SIGKILL of the agent cannot lose them.
+  // On error the journal is cut back to its size before the call, so a torn
+  // record never sits in front of later ones; if even that fails, appends
+  // are refused (FailedPrecondition) until WriteSnapshot() succeeds.
   [[nodiscard]] absl::Status Append(uint64_t commit_id, const std::vector<const core::Mutation*>& mutations);
   // Writes a snapshot of `state` and truncates the journal.
   [[nodiscard]] absl::Status WriteSnapshot(const core::DesiredState& state);
@@ -79,8 +82,9 @@ class StateStore {
   std::string dir_;
   Options options_;
   UniqueFd journal_;
-  size_t journal_bytes_ = 0;
+  size_t journal_bytes_ = 0;  // end of the last complete record
   size_t snapshot_bytes_ = 0;
+  bool journal_damaged_ = false;  // a failed append could not be cut off
 };
 
 }  // namespace ruleplane::txn

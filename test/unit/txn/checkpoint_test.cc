@@ -1,5 +1,8 @@
 #include "agent/txn/checkpoint.h"
 
+#include <signal.h>
+#include <sys/resource.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -117,6 +120,40 @@ TEST_F(CheckpointTest, TornJournalTailIsDroppedAndReported) {
   StateStore::Loaded l2 = Open()->Load();
   EXPECT_EQ(l2.state.size(), 2u);
   EXPECT_TRUE(l2.problem.empty()) << l2.problem;
+}
+
+// A file-size limit (RLIMIT_FSIZE, unprivileged) makes write(2) store part
+// of a record and then fail with EFBIG, like a full filesystem does. The
+// failed append must not leave that partial record in front of later ones.
+TEST_F(CheckpointTest, FailedAppendLeavesNoTornRecordBehind) {
+  auto store = Open();
+  Mutation a = Mutation::Upsert(Pod("a", "10.0.0.2"));
+  ASSERT_TRUE(store->Append(1, {&a}).ok());
+  const auto good_size = std::filesystem::file_size(dir_ / "journal.log");
+
+  struct rlimit old_limit {};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old_limit), 0);
+  sighandler_t old_handler = ::signal(SIGXFSZ, SIG_IGN);  // EFBIG instead of a core dump
+  struct rlimit tight = old_limit;
+  tight.rlim_cur = good_size + 10;  // room for 10 bytes of the next record
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &tight), 0);
+  Mutation b = Mutation::Upsert(Pod("b", "10.0.0.3"));
+  absl::Status failed = store->Append(2, {&b});
+  ::setrlimit(RLIMIT_FSIZE, &old_limit);
+  ::signal(SIGXFSZ, old_handler);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.message().find("File too large"), std::string::npos) << failed;
+  EXPECT_EQ(std::filesystem::file_size(dir_ / "journal.log"), good_size);
+
+  // The same store keeps appending, and everything it acknowledged loads.
+  Mutation c = Mutation::Upsert(Pod("c", "10.0.0.4"));
+  ASSERT_TRUE(store->Append(3, {&c}).ok());
+  StateStore::Loaded l = Open()->Load();
+  EXPECT_TRUE(l.problem.empty()) << l.problem;
+  EXPECT_EQ(l.journal_records, 2u);
+  EXPECT_NE(l.state.Find({"a", "eth0"}), nullptr);
+  EXPECT_EQ(l.state.Find({"b", "eth0"}), nullptr);
+  EXPECT_NE(l.state.Find({"c", "eth0"}), nullptr);
 }
 
 TEST_F(CheckpointTest, CorruptSnapshotIsReportedNotFatal) {
