@@ -19,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "agent/api/commit_hub.h"
@@ -606,6 +607,10 @@ int Main() {
 }  // namespace ruleplane
 
 int main(int argc, char** argv) {
+  // Debian's abseil is built with Mutex deadlock detection on: a lock-order
+  // graph update on every contended acquire, in production. The unit tests,
+  // which link the same libraries without this main(), keep it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   absl::SetProgramUsageMessage(
       "ruleplane-agent: the node dataplane agent. One transaction queue commits every rule change "
       "as an atomic nftables batch.");
