@@ -94,7 +94,7 @@ void DesiredState::Restore(const AttachmentKey& key, const std::optional<Attachm
   }
 }
 
-absl::Status DesiredState::Apply(const Mutation& m, std::vector<Change>* changes) {
+absl::Status DesiredState::Apply(const Mutation& m, std::vector<Change>* changes, Record record) {
   switch (m.kind) {
     case Mutation::Kind::kUpsert: {
       const Attachment& a = m.attachment;
@@ -103,14 +103,17 @@ absl::Status DesiredState::Apply(const Mutation& m, std::vector<Change>* changes
       std::optional<Attachment> before;
       if (it != attachments_.end()) {
         if (it->second == a) return absl::OkStatus();  // idempotent ADD
-        before = it->second;
         IndexRemove(it->second);
+        before = std::move(it->second);
         it->second = a;
       } else {
         attachments_.emplace(a.key, a);
       }
       IndexAdd(a);
-      if (changes) changes->push_back(Change{a.key, std::move(before), a});
+      if (changes) {
+        changes->push_back(Change{a.key, std::move(before),
+                                  record == Record::kBeforeAndAfter ? std::optional<Attachment>(a) : std::nullopt});
+      }
       return absl::OkStatus();
     }
     case Mutation::Kind::kDelete: {

@@ -17,19 +17,26 @@ namespace ruleplane::core {
 struct Change {
   AttachmentKey key;
   std::optional<Attachment> before;
-  std::optional<Attachment> after;
+  std::optional<Attachment> after;  // empty with Record::kBeforeOnly
 };
 
 class DesiredState {
  public:
   using Map = std::map<AttachmentKey, Attachment>;
 
+  // What a Change records. kBeforeOnly leaves `after` empty: the caller
+  // reads the new value with Find(key) right after Apply() instead (the
+  // engine does; a copy of every applied attachment was a tenth of its
+  // writer's time).
+  enum class Record { kBeforeAndAfter, kBeforeOnly };
+
   // Validates and applies one mutation, appending what changed to `changes`
   // (if non-null). On error nothing changes.
   // InvalidArgument: malformed attachment (no container id, bad port...).
   // AlreadyExists: a host port (family, host ip, proto, port) already owned
   // by another attachment.
-  [[nodiscard]] absl::Status Apply(const Mutation& m, std::vector<Change>* changes = nullptr);
+  [[nodiscard]] absl::Status Apply(const Mutation& m, std::vector<Change>* changes = nullptr,
+                                   Record record = Record::kBeforeAndAfter);
 
   // Puts `key` back to `value` (nullopt = absent) without validation; used
   // to undo changes in reverse order.

@@ -6,6 +6,7 @@
 #include <linux/netfilter/nf_tables.h>
 #include <linux/rtnetlink.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -271,66 +272,106 @@ std::vector<SetElement> ElementsOf(const Attachment& a) {
 
 // ---- ElementIndex ----
 
-const Element* ElementIndex::Chosen(const std::string& set, const std::vector<uint8_t>& key) const {
-  auto s = sets_.find(set);
-  if (s == sets_.end()) return nullptr;
-  auto k = s->second.find(key);
-  if (k == s->second.end() || k->second.empty()) return nullptr;
+namespace {
+// Empty container id: no real attachment has one (validation rejects it).
+const core::AttachmentKey kOrphanOwner{"", "adopted-from-kernel"};
+}  // namespace
+
+const Element* ElementIndex::ChosenIn(const SetMap* set, const KeyBytes& key) {
+  if (set == nullptr) return nullptr;
+  auto k = set->find(key);
+  if (k == set->end() || k->second.empty()) return nullptr;
   // Several attachments may own the same element (a pod IP reused before the
   // old container's DEL); the smallest owner key wins, deterministically. An
   // adopted orphan (empty container id, sorts first) yields to a live owner.
-  auto it = k->second.begin();
-  if (it->first.container_id.empty() && k->second.size() > 1) ++it;
-  return &it->second;
+  const Owners& owners = k->second;
+  size_t i = 0;
+  if (owners[0].first.container_id.empty() && owners.size() > 1) i = 1;
+  return &owners[i].second;
 }
 
-void ElementIndex::Touch(const std::string& set, const std::vector<uint8_t>& key, uint64_t origin) {
-  auto& per_set = dirty_[set];
-  auto it = per_set.find(key);
-  if (it == per_set.end()) {
-    const Element* before = Chosen(set, key);
-    per_set.emplace(key, Dirty{before ? std::optional<Element>(*before) : std::nullopt, origin});
-  } else {
-    it->second.origin = origin;
+const Element* ElementIndex::Chosen(const std::string& set, const std::vector<uint8_t>& key) const {
+  auto s = sets_.find(set);
+  return ChosenIn(s == sets_.end() ? nullptr : &s->second, ToKeyBytes(key));
+}
+
+void ElementIndex::AddOwner(Owners& owners, const core::AttachmentKey& owner, Element element) {
+  auto it = std::lower_bound(owners.begin(), owners.end(), owner,
+                             [](const auto& o, const core::AttachmentKey& k) { return o.first < k; });
+  if (it != owners.end() && it->first == owner) {
+    it->second = std::move(element);
+    return;
   }
+  owners.emplace(it, owner, std::move(element));
 }
 
-void ElementIndex::Apply(const core::Change& change, uint64_t origin) {
-  if (change.before) {
-    for (SetElement& se : ElementsOf(*change.before)) {
-      Touch(se.set, se.element.key, origin);
-      auto& owners = sets_[se.set][se.element.key];
-      owners.erase(change.key);
-      if (owners.empty()) sets_[se.set].erase(se.element.key);
+void ElementIndex::RemoveOwner(Owners& owners, const core::AttachmentKey& owner) {
+  for (auto it = owners.begin(); it != owners.end(); ++it) {
+    if (it->first == owner) {
+      owners.erase(it);
+      return;
     }
   }
-  if (change.after) {
-    for (SetElement& se : ElementsOf(*change.after)) {
-      Touch(se.set, se.element.key, origin);
-      auto [slot, inserted] = sets_[se.set].try_emplace(se.element.key);
-      slot->second[change.key] = std::move(se.element);
+}
+
+void ElementIndex::Touch(const std::string& set, const SetMap* current, const KeyBytes& key, uint64_t origin) {
+  DirtyMap& per_set = dirty_[set];
+  auto [it, inserted] = per_set.try_emplace(key);
+  if (inserted) {
+    if (const Element* before = ChosenIn(current, key)) it->second.before = *before;
+  }
+  it->second.origin = origin;
+}
+
+void ElementIndex::Apply(const core::AttachmentKey& key, const core::Attachment* before,
+                         const core::Attachment* after, uint64_t origin) {
+  if (before) {
+    for (SetElement& se : ElementsOf(*before)) {
+      KeyBytes k = ToKeyBytes(se.element.key);
+      SetMap& set = sets_[se.set];
+      Touch(se.set, &set, k, origin);
+      auto it = set.find(k);
+      if (it == set.end()) continue;
+      RemoveOwner(it->second, key);
+      if (it->second.empty()) set.erase(it);
+    }
+  }
+  if (after) {
+    for (SetElement& se : ElementsOf(*after)) {
+      KeyBytes k = ToKeyBytes(se.element.key);
+      SetMap& set = sets_[se.set];
+      Touch(se.set, &set, k, origin);
+      AddOwner(set[k], key, std::move(se.element));
     }
   }
 }
 
 std::vector<Op> ElementIndex::TakeDelta() {
   std::vector<Op> deletes, adds;
-  for (auto& [set, keys] : dirty_) {
+  std::vector<std::pair<const KeyBytes*, Dirty*>> keys;
+  for (auto& [set, dirty] : dirty_) {
+    auto s = sets_.find(set);
+    const SetMap* current = s == sets_.end() ? nullptr : &s->second;
+    // Keys in byte order, as the ordered maps gave them (stable plans).
+    keys.clear();
+    keys.reserve(dirty.size());
+    for (auto& [key, d] : dirty) keys.emplace_back(&key, &d);
+    std::sort(keys.begin(), keys.end(), [](const auto& a, const auto& b) { return *a.first < *b.first; });
     op::DeleteElements del{set, {}};
     op::AddElements add{set, {}};
     for (auto& [key, d] : keys) {
-      const Element* now = Chosen(set, key);
+      const Element* now = ChosenIn(current, *key);
       // Same key and data: nothing for the kernel to do (an owner change
       // alone does not rewrite the element's comment).
-      if (d.before && now && *d.before == *now) continue;
-      if (d.before) {
-        Element e = std::move(*d.before);  // dirty_ is cleared below
-        e.origin = d.origin;
+      if (d->before && now && *d->before == *now) continue;
+      if (d->before) {
+        Element e = std::move(*d->before);  // dirty_ is cleared below
+        e.origin = d->origin;
         del.elements.push_back(std::move(e));
       }
       if (now) {
         Element e = *now;
-        e.origin = d.origin;
+        e.origin = d->origin;
         add.elements.push_back(std::move(e));
       }
     }
@@ -346,10 +387,14 @@ std::vector<Element> ElementIndex::ElementsIn(const std::string& set) const {
   std::vector<Element> out;
   auto s = sets_.find(set);
   if (s == sets_.end()) return out;
-  out.reserve(s->second.size());
+  std::vector<std::pair<const KeyBytes*, const Owners*>> keys;
+  keys.reserve(s->second.size());
   for (const auto& [key, owners] : s->second) {
-    if (!owners.empty()) out.push_back(owners.begin()->second);
+    if (!owners.empty()) keys.emplace_back(&key, &owners);
   }
+  std::sort(keys.begin(), keys.end(), [](const auto& a, const auto& b) { return *a.first < *b.first; });
+  out.reserve(keys.size());
+  for (const auto& [key, owners] : keys) out.push_back(owners->front().second);
   return out;
 }
 
@@ -359,16 +404,11 @@ std::optional<Element> ElementIndex::Find(const std::string& set,
   return e ? std::optional<Element>(*e) : std::nullopt;
 }
 
-namespace {
-// Empty container id: no real attachment has one (validation rejects it).
-const core::AttachmentKey kOrphanOwner{"", "adopted-from-kernel"};
-}  // namespace
-
 void ElementIndex::AdoptOrphans(const std::vector<SetElement>& elements) {
   for (const SetElement& se : elements) {
-    auto& owners = sets_[se.set][se.element.key];
+    Owners& owners = sets_[se.set][ToKeyBytes(se.element.key)];
     if (!owners.empty()) continue;  // a known attachment owns it already
-    owners[kOrphanOwner] = se.element;
+    owners.emplace_back(kOrphanOwner, se.element);
     orphans_.push_back(se);
   }
 }
@@ -376,13 +416,14 @@ void ElementIndex::AdoptOrphans(const std::vector<SetElement>& elements) {
 size_t ElementIndex::DropOrphans(uint64_t origin) {
   size_t n = orphans_.size();
   for (const SetElement& se : orphans_) {
-    Touch(se.set, se.element.key, origin);
     auto s = sets_.find(se.set);
     if (s == sets_.end()) continue;
-    auto k = s->second.find(se.element.key);
-    if (k == s->second.end()) continue;
-    k->second.erase(kOrphanOwner);
-    if (k->second.empty()) s->second.erase(k);
+    KeyBytes k = ToKeyBytes(se.element.key);
+    Touch(se.set, &s->second, k, origin);
+    auto it = s->second.find(k);
+    if (it == s->second.end()) continue;
+    RemoveOwner(it->second, kOrphanOwner);
+    if (it->second.empty()) s->second.erase(it);
   }
   orphans_.clear();
   return n;

@@ -245,7 +245,7 @@ absl::Status Engine::Start() {
   }
   state_ = std::move(loaded.state);
   for (const auto& [key, a] : state_.attachments()) {
-    index_.Apply(core::Change{key, std::nullopt, a}, 0);
+    index_.Apply(key, nullptr, &a, 0);
   }
   index_.DiscardDelta();
   LOG(INFO) << "checkpoint loaded: found=" << loaded.found << " attachments=" << state_.size()
@@ -704,11 +704,15 @@ void Engine::ProcessBatch(std::vector<Item>& items, bool allow_split) {
     for (size_t i = 0; i < items.size(); ++i) {
       if (results[i]) continue;
       const core::Mutation& m = *items[i].mutation;
-      if (absl::Status s = state_.Apply(m, &changes[i]); !s.ok()) {
+      if (absl::Status s = state_.Apply(m, &changes[i], core::DesiredState::Record::kBeforeOnly); !s.ok()) {
         results[i] = s;  // validation failure: never reaches the kernel
         continue;
       }
-      for (const core::Change& c : changes[i]) index_.Apply(c, items[i].id);
+      // The changes of one mutation touch distinct keys, so the state holds
+      // each change's `after` now (kBeforeOnly: not copied into the Change).
+      for (const core::Change& c : changes[i]) {
+        index_.Apply(c.key, c.before ? &*c.before : nullptr, state_.Find(c.key), items[i].id);
+      }
       if (m.kind == core::Mutation::Kind::kRetain && index_.orphans() > 0) {
         size_t n = index_.DropOrphans(items[i].id);
         LOG(INFO) << "garbage collection dropped " << n << " adopted orphan elements";
@@ -755,8 +759,10 @@ void Engine::ProcessBatch(std::vector<Item>& items, bool allow_split) {
     // The batch was rejected as a whole: undo it in memory (reverse order).
     for (auto it = applied.rbegin(); it != applied.rend(); ++it) {
       for (auto c = changes[*it].rbegin(); c != changes[*it].rend(); ++c) {
+        // Undone in reverse order, the state holds exactly this change's
+        // `after` for its key until Restore().
+        index_.Apply(c->key, state_.Find(c->key), c->before ? &*c->before : nullptr, 0);
         state_.Restore(c->key, c->before);
-        index_.Apply(core::Change{c->key, c->after, c->before}, 0);
       }
     }
     index_.DiscardDelta();

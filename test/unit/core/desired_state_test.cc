@@ -39,6 +39,25 @@ TEST(DesiredStateTest, UpsertTwiceIsIdempotent) {
   EXPECT_EQ(s.size(), 1u);
 }
 
+// kBeforeOnly (the engine's mode) records what was replaced, not the new
+// value, which Find() returns instead.
+TEST(DesiredStateTest, BeforeOnlyChangesLeaveAfterToFind) {
+  DesiredState st;
+  std::vector<Change> changes;
+  Attachment v1 = Pod("a", "10.0.0.2");
+  Attachment v2 = Pod("a", "10.0.0.3");
+  ASSERT_TRUE(st.Apply(Mutation::Upsert(v1), &changes, DesiredState::Record::kBeforeOnly).ok());
+  ASSERT_TRUE(st.Apply(Mutation::Upsert(v2), &changes, DesiredState::Record::kBeforeOnly).ok());
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_FALSE(changes[0].before.has_value());
+  EXPECT_FALSE(changes[0].after.has_value());
+  ASSERT_TRUE(changes[1].before.has_value());
+  EXPECT_EQ(*changes[1].before, v1);
+  EXPECT_FALSE(changes[1].after.has_value());
+  ASSERT_NE(st.Find(v2.key), nullptr);
+  EXPECT_EQ(*st.Find(v2.key), v2);
+}
+
 TEST(DesiredStateTest, DeleteOfUnknownSucceedsWithoutChange) {
   DesiredState s;
   std::vector<Change> changes;

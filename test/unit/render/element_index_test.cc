@@ -1,5 +1,6 @@
 #include <variant>
 
+#include "absl/strings/str_cat.h"
 #include "agent/render/render.h"
 #include "gtest/gtest.h"
 #include "test/unit/test_util.h"
@@ -30,6 +31,26 @@ TEST(ElementIndexTest, AddThenDeleteInOneBatchIsNoDelta) {
   idx.Apply(Change{a.key, std::nullopt, a}, 1);
   idx.Apply(Change{a.key, a, std::nullopt}, 2);
   EXPECT_TRUE(idx.TakeDelta().empty());
+}
+
+// The index is hashed; the ops it emits must still come in key order (stable
+// plans and golden text), whatever order the changes arrived in.
+TEST(ElementIndexTest, DeltaIsInKeyOrderWhateverTheArrivalOrder) {
+  ElementIndex idx;
+  for (int i = 200; i >= 1; --i) {
+    core::Attachment a = Pod(absl::StrCat("c", i), absl::StrCat("10.0.", i % 7, ".", i));
+    idx.Apply(a.key, nullptr, &a, static_cast<uint64_t>(i));
+  }
+  std::vector<Op> ops = idx.TakeDelta();
+  ASSERT_EQ(ops.size(), 1u);
+  const auto& add = std::get<op::AddElements>(ops[0]);
+  ASSERT_EQ(add.elements.size(), 200u);
+  for (size_t i = 1; i < add.elements.size(); ++i) {
+    EXPECT_LT(add.elements[i - 1].key, add.elements[i].key) << add.elements[i].text;
+  }
+  std::vector<Element> all = idx.ElementsIn(kSetPodIpv4);
+  ASSERT_EQ(all.size(), 200u);
+  for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i].key, add.elements[i].key);
 }
 
 TEST(ElementIndexTest, SharedPodIpSurvivesDeleteOfOneOwner) {
