@@ -288,9 +288,10 @@ def contention_section(runs, svgdir, lines, svgs):
                  f"runs: sequential {seq_m:.2f}x, concurrent {conc_m:.2f}x; every single run at or under 1.1: "
                  f"{'yes' if every else 'no'}).\n" if rp else f"\nTarget (issue 6): no ruleplane data at N = {nmax}.\n")
     lines.append("The last two columns divide each chain's ratio by the floor chain's ratio in the same run. The floor "
-                 "chain never touches xtables, so its slowdown under churn is what the restores cost everybody in "
-                 "CPU (on this 2-CPU VM one `iptables-legacy-restore` keeps a CPU busy back to back); what is left "
-                 "after dividing is the part a chain adds on top, i.e. the xtables lock.\n")
+                 "chain never touches xtables, so its slowdown under churn is what the restores cost everybody on "
+                 "the machine (with pinning: the other vCPU's load, which may be a hyperthread sibling or share "
+                 "caches, and kernel work the restores cause; without: the CPU itself); what is left after "
+                 "dividing is the part a chain adds on top, i.e. the xtables lock and anything of its own.\n")
 
     for n in sizes:
         per = [next(r for r in c["runs"] if r["n"] == n) for c in runs]
