@@ -179,6 +179,18 @@ class Bench:
         fields = dict(kv.split("=") for kv in r.stdout.split())
         return float(fields["rate"]), int(fields["failed"])
 
+    def syn_retrans(self):
+        """The pod's TcpExtTCPSynRetrans counter (nstat, absolute): a SYN
+        retransmitted after the 1 s initial timeout, e.g. when the server
+        still holds the translated tuple in TIME_WAIT and answers the new SYN
+        with an ACK of the old connection (the client resets, then retries)."""
+        out = sh("nstat", "-az", "TcpExtTCPSynRetrans", ns=self.pod, check=False).stdout
+        for line in out.splitlines():
+            f = line.split()
+            if len(f) >= 2 and f[0] == "TcpExtTCPSynRetrans":
+                return int(f[1])
+        return 0
+
     def agent_cpu_s(self):
         """User + system CPU seconds the agent has used so far."""
         with open(f"/proc/{self.agent.pid}/stat") as f:
@@ -187,7 +199,8 @@ class Bench:
 
     def run(self):
         vs = self.args.variants
-        results = {v: {"gbit": [], "conn_s": [], "failed": 0, "agent_cpu_ms_per_1k_conns": []} for v in vs}
+        results = {v: {"gbit": [], "conn_s": [], "failed": 0, "agent_cpu_ms_per_1k_conns": [], "syn_retrans": []}
+                   for v in vs}
         for rnd in range(self.args.rounds):
             # Rotate the order every round so no variant always runs first
             # (or right after the same neighbour) on a busy machine.
@@ -195,15 +208,17 @@ class Bench:
                 self.set_mode(v)
                 self.check_source(v)
                 g = self.throughput()
-                cpu0 = self.agent_cpu_s()
+                cpu0, syn0 = self.agent_cpu_s(), self.syn_retrans()
                 c, failed = self.conn_rate()
+                results[v]["syn_retrans"].append(self.syn_retrans() - syn0)
                 results[v]["agent_cpu_ms_per_1k_conns"].append(
                     (self.agent_cpu_s() - cpu0) * 1e3 / (self.args.count / 1000))
                 results[v]["gbit"].append(g)
                 results[v]["conn_s"].append(c)
                 results[v]["failed"] += failed
                 print(f"round {rnd + 1} {v:9s} tcp {g:7.2f} Gbit/s  new conns {c:9.0f}/s  failed {failed}  "
-                      f"agent CPU {results[v]['agent_cpu_ms_per_1k_conns'][-1]:.1f} ms per 1000 conns", flush=True)
+                      f"agent CPU {results[v]['agent_cpu_ms_per_1k_conns'][-1]:.1f} ms per 1000 conns  "
+                      f"SYN retransmits {results[v]['syn_retrans'][-1]}", flush=True)
         return results
 
     def close(self):
