@@ -67,8 +67,9 @@ class Run:
             if not os.access(f, os.X_OK):
                 raise SystemExit(f"plugin_latency: {f} missing (build first)")
         self.tmp = tempfile.mkdtemp(prefix="rp-plugin-lat.")
-        # The agent fdatasyncs its journal before acknowledging a commit, so
-        # the state dir's filesystem is part of every ADD.
+        # The agent writes its journal before acknowledging a commit (and
+        # fdatasyncs it with journal_fsync), so the state dir's filesystem is
+        # part of every ADD; --state-root picks it.
         self.state_dir = tempfile.mkdtemp(prefix="rp-plugin-lat-state.", dir=a.state_root or None)
         self.ns = f"rppl{os.getpid()}"
         self.sock = os.path.join(self.tmp, "agent.sock")
