@@ -113,13 +113,19 @@ backend::SnatStats SnatMonitor::Latest() const {
   return latest_;
 }
 
+absl::Duration NextSnatScanWait(absl::Duration interval, absl::Duration last_scan) {
+  const absl::Duration stretched = last_scan * (kSnatScanDutyDivisor - 1);
+  return std::max(interval, std::min(stretched, std::max(interval, kSnatScanMaxWait)));
+}
+
 void SnatMonitor::Run() {
+  absl::Duration wait = options_.interval;
   for (;;) {
     core::SnatSettings settings;
     bool changed = false;
     {
       absl::MutexLock lock(&mu_);
-      const absl::Time until = absl::Now() + options_.interval;
+      const absl::Time until = absl::Now() + wait;
       while (!stopping_ && !settings_changed_ && absl::Now() < until) cv_.WaitWithDeadline(&mu_, until);
       if (stopping_) return;
       settings = settings_;
@@ -131,6 +137,12 @@ void SnatMonitor::Run() {
     backend::SnatStats stats = Collect(settings);
     stats.collect_duration = absl::Now() - t0;
     scan_seconds_->Observe(absl::ToDoubleSeconds(stats.collect_duration));
+    wait = NextSnatScanWait(options_.interval, stats.collect_duration);
+    if (wait > options_.interval) {
+      LOG_EVERY_T(INFO, 300) << "snat statistics: a scan took " << absl::FormatDuration(stats.collect_duration)
+                             << ", next in " << absl::FormatDuration(wait) << " (scans use at most 1/"
+                             << kSnatScanDutyDivisor << " of a CPU)";
+    }
     if (!stats.error.empty()) {
       scan_errors_->Increment();
       LOG_EVERY_T(WARNING, 30) << "snat statistics: " << stats.error;

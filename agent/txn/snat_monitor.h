@@ -38,6 +38,15 @@ struct SnatMonitorOptions {
   size_t top_k = 10;
 };
 
+// The pause before the next scan: `interval`, stretched so that scanning
+// takes at most 1/kSnatScanDutyDivisor of one CPU (a conntrack dump costs in
+// proportion to the table, and a node opening thousands of connections a
+// second keeps ~100k TIME_WAIT entries), but never beyond
+// max(interval, kSnatScanMaxWait): failover steering must not go stale.
+inline constexpr int kSnatScanDutyDivisor = 20;
+inline constexpr absl::Duration kSnatScanMaxWait = absl::Seconds(30);
+absl::Duration NextSnatScanWait(absl::Duration interval, absl::Duration last_scan);
+
 class SnatMonitor {
  public:
   // Starts the thread; the first scan runs right away.
