@@ -649,9 +649,15 @@ def render(raw, out_md, a):
     L.append("- packages: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()))
     L.append("")
     L.append("## How to reproduce\n")
-    inv = meta.get("invocation") or (f"sudo tools/bench/results.py --clean-build build-bench --runs "
-                                     f"{meta.get('runs', 1)}{' --quick' if quick else ''}")
-    L.append(f"```sh\nsudo tools/setup.sh\n{inv}\n```\n")
+    full = (f"sudo tools/bench/results.py --clean-build build-bench --runs "
+            f"{meta.get('runs', 1)}{' --quick' if quick else ''}")
+    inv = meta.get("invocation") or full
+    if meta.get("partial"):
+        # A partial rerun (--only) replaced some sections with the same
+        # binaries; the page as a whole comes from both commands.
+        L.append(f"```sh\nsudo tools/setup.sh\n{full}\n{inv}   # re-ran: {', '.join(meta['partial'])}\n```\n")
+    else:
+        L.append(f"```sh\nsudo tools/setup.sh\n{inv}\n```\n")
     L.append("which ran, in order (RAW = docs/benchmarks/raw):\n")
     L.append("```sh\n" + "\n".join(meta.get("commands", [])) + "\n```\n")
     if meta.get("durations_s"):
