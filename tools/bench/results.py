@@ -98,9 +98,10 @@ def git_state(build):
 
 def run_all(a, raw):
     os.makedirs(raw, exist_ok=True)
-    only = set(a.only.split(",")) if a.only else {"contention", "plugin", "startup", "commit", "snat"}
+    only = set(a.only.split(",")) if a.only else {"contention", "pluginchurn", "plugin", "startup", "commit",
+                                                  "snat"}
     prefixes = {"contention": "contention-", "plugin": "plugin-", "startup": "startup", "commit": "commit",
-                "snat": "snat"}
+                "snat": "snat", "pluginchurn": "pluginchurn"}
     for f in glob.glob(os.path.join(raw, "*.json*")):
         if any(os.path.basename(f).startswith(prefixes[o]) for o in only):
             os.unlink(f)
@@ -113,7 +114,9 @@ def run_all(a, raw):
         meta["commands"] = [c for c in old[0].get("commands", []) if not any(o in c for o in only)]
         meta["durations_s"] = {k: v for k, v in old[0].get("durations_s", {}).items()
                                if not any(k.startswith(prefixes[o]) for o in only)}
-        meta["partial"] = sorted(only)
+        meta["partial"] = sorted(set(old[0].get("partial", [])) | only)
+        prev = old[0].get("reruns") or ([old[0]["invocation"]] if old[0].get("partial") else [])
+        meta["reruns"] = prev + [meta["invocation"]]
     if a.clean_build:
         # Build what is committed, not whatever else is in the working tree:
         # export HEAD, configure a build dir of its own, record the commit.
@@ -164,6 +167,11 @@ def run_all(a, raw):
             p = os.path.join(raw, f"plugin-{i}.json")
             run("plugin_latency", [py, os.path.join(BENCH, "plugin_latency.py")] + b +
                 (["--pods", "50"] if a.quick else []) + ["--json", p], p)
+    if "pluginchurn" in only:
+        for i in range(1, a.runs + 1):
+            p = os.path.join(raw, f"pluginchurn-{i}.json")
+            run("plugin_under_churn", [py, os.path.join(BENCH, "plugin_under_churn.py")] + b +
+                ["--seconds", "10" if a.quick else "25", "--json", p], p)
     if "startup" in only:
         p = os.path.join(raw, "startup.json")
         sizes = "0,1000,10000" if a.quick else "0,1000,10000,100000"
@@ -395,6 +403,32 @@ def contention_section(runs, svgdir, lines, svgs):
         svgs[name] = svgplot.strip_plot(f"CNI ADD latency, N = {n} Services (all runs pooled)", rows,
                                         note=f"{len(per)} run(s)")
         lines.append(f"\n![ADD latency distributions, N={n}](benchmarks/{name})\n")
+
+
+def pluginchurn_section(pcs, lines):
+    if not pcs:
+        return
+    pc = pcs[0]
+    lines.append("### The ruleplane path alone under churn\n")
+    lines.append(f"`tools/bench/plugin_under_churn.py`: the `ruleplane` plugin ADD exec'd back to back against one "
+                 f"agent ({pc['seconds']:.0f} s idle, then {pc['seconds']:.0f} s while N = {pc['services']} Services "
+                 f"({pc['rules']} rules) are restored back to back, same CPU placement as above), {len(pcs)} run(s). "
+                 f"No bridge, no pod netns: this is what ruleplane itself adds to a pod's setup, and whether churn "
+                 f"reaches it. Median over runs [min–max].\n")
+    lines.append("| load | ADDs per run | p50 | p99 | max | over 10 ms | over 20 ms |")
+    lines.append("|---|---|---|---|---|---|---|")
+    f2 = lambda x: f"{x:.2f}"
+    f0 = lambda x: f"{x:.0f}"
+    for name in ("idle", "churn"):
+        ds = [p[name] for p in pcs]
+        lines.append(f"| {name} | {spread([d['adds'] for d in ds], f0)} | {spread([d['p50_ms'] for d in ds], f2)} ms | "
+                     f"{spread([d['p99_ms'] for d in ds], f2)} ms | {spread([d['max_ms'] for d in ds], f2)} ms | "
+                     f"{spread([d['over_10ms'] for d in ds], f0)} | {spread([d['over_20ms'] for d in ds], f0)} |")
+    lines.append(f"\np99 under churn ÷ p99 idle: **{spread([p['p99_ratio'] for p in pcs], lambda x: f'{x:.2f}x')}**. "
+                 f"Restores per run {spread([p['restores'] for p in pcs], f0)} (p50 "
+                 f"{spread([p['restore_p50_s'] for p in pcs], lambda x: f'{x:.2f} s')} each). The agent's slowest "
+                 f"commit: {spread([p['agent_slowest_commit_ms'] for p in pcs], f2)} ms; longest queue wait "
+                 f"{spread([p['agent_longest_queue_wait_ms'] for p in pcs], f2)} ms.\n")
 
 
 def plugin_section(runs, tmpfs, lines, svgs):
@@ -655,7 +689,9 @@ def render(raw, out_md, a):
     if meta.get("partial"):
         # A partial rerun (--only) replaced some sections with the same
         # binaries; the page as a whole comes from both commands.
-        L.append(f"```sh\nsudo tools/setup.sh\n{full}\n{inv}   # re-ran: {', '.join(meta['partial'])}\n```\n")
+        reruns = meta.get("reruns") or [inv]
+        L.append("```sh\nsudo tools/setup.sh\n" + full + "\n" + "\n".join(reruns) + "\n```\n")
+        L.append(f"(the later commands re-ran {', '.join(meta['partial'])} with the same binaries)\n")
     else:
         L.append(f"```sh\nsudo tools/setup.sh\n{inv}\n```\n")
     L.append("which ran, in order (RAW = docs/benchmarks/raw):\n")
@@ -680,6 +716,7 @@ def render(raw, out_md, a):
     L.append("Idle = the ruleset is loaded but nothing re-applies it; churn = restores back to back. Sequential ADDs "
              "are interleaved round-robin across the chains; concurrent ADDs start together per chain.\n")
     contention_section(cont, svgdir, L, svgs)
+    pluginchurn_section(load(raw, "pluginchurn-[0-9]*.json"), L)
     L.append("## 2. Plugin ADD latency (issue 3)\n")
     L.append("`tools/bench/plugin_latency.py`: the `ruleplane` plugin alone (synthetic bridge-shaped prevResult on "
              "stdin), exec → exit, next to `/usr/lib/cni/host-local` with CNI_COMMAND=VERSION as the process floor, "
@@ -720,7 +757,8 @@ def main():
     ap.add_argument("--clean-build", metavar="DIR",
                     help="export HEAD with git archive into DIR/src, build it in DIR/obj and benchmark that "
                          "(the page then names an exact commit; uncommitted work in the tree is left out)")
-    ap.add_argument("--only", default="", help="comma separated subset: contention,plugin,startup,commit,snat")
+    ap.add_argument("--only", default="",
+                    help="comma separated subset: contention,pluginchurn,plugin,startup,commit,snat")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"))
     ap.add_argument("--from-raw", help="only render the page from this raw dir")
     a = ap.parse_args()
