@@ -67,7 +67,8 @@ uint32_t GetU32(const char* p) {
   std::memcpy(&v, p, 4);
   return v;
 }
-uint32_t Crc(const std::string& s) {
+void SetU32(char* p, uint32_t v) { std::memcpy(p, &v, 4); }
+uint32_t Crc(absl::string_view s) {
   return static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(s.data()), static_cast<uInt>(s.size())));
 }
 
@@ -189,18 +190,15 @@ absl::Status StateStore::Append(uint64_t commit_id, const std::vector<const core
   RETURN_IF_ERROR(OpenJournal());
   // [u32 length][u32 crc32][JournalRecord], the record encoded in place
   // after an 8-byte header that is filled in once its length is known.
-  std::string framed(8, '\0');
-  AppendJournalRecord(commit_id, mutations, &framed);
-  const uint32_t len = static_cast<uint32_t>(framed.size() - 8);
-  const uint32_t crc =
-      static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(framed.data() + 8), static_cast<uInt>(len)));
-  std::memcpy(framed.data(), &len, 4);
-  std::memcpy(framed.data() + 4, &crc, 4);
   std::string path = absl::StrCat(dir_, "/", kJournal);
   if (journal_damaged_) {
     return absl::FailedPreconditionError(absl::StrCat(
         "append to journal ", path, ": a failed append could not be cut off; a snapshot must replace it first"));
   }
+  std::string framed(8, '\0');
+  AppendJournalRecord(commit_id, mutations, &framed);
+  SetU32(framed.data(), static_cast<uint32_t>(framed.size() - 8));
+  SetU32(framed.data() + 4, Crc(absl::string_view(framed).substr(8)));
   absl::Status s = WriteAll(journal_.get(), framed.data(), framed.size(), path);
   // Without sync_journal the record is in the page cache now: it survives
   // the agent's death, which is what it is for (file comment in checkpoint.h).
