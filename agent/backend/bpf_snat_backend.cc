@@ -29,6 +29,7 @@ render::BpfSnatPlan BpfSnatBackend::PlanBpf() const {
   plan.port_min = ports.lo;
   plan.port_max = ports.hi;
   plan.max_retries = settings_.bpf_max_retries;
+  plan.max_flows = settings_.bpf_max_flows;
   return plan;
 }
 

@@ -150,6 +150,9 @@ absl::Status ValidateSnatSettings(const SnatSettings& s) {
   if (s.bpf_max_retries == 0 || s.bpf_max_retries > 32) {
     return bad("snat_bpf_max_retries", s.bpf_max_retries, " must be in 1..32");
   }
+  if (s.bpf_max_flows < 1024 || s.bpf_max_flows > (1u << 24)) {
+    return bad("snat_bpf_max_flows", s.bpf_max_flows, " must be in 1024..16777216");
+  }
   if (s.failover_headroom_percent > 50) {
     return bad("snat_failover_headroom_percent", s.failover_headroom_percent, " must be in 0..50");
   }

@@ -85,6 +85,9 @@ struct SnatSettings {
   std::string bpf_pin_dir = kDefaultBpfPinDir;
   // bpf: ports probed per egress address before failing over (1..32).
   uint32_t bpf_max_retries = 32;
+  // bpf: size of each NAT map (RP_SNAT_MAX_FLOWS_MIN..RP_SNAT_MAX_FLOWS_LIMIT
+  // in bpf/include/ruleplane/snat_maps.h).
+  uint32_t bpf_max_flows = 65536;
   // nftables failover: an egress address counts as full for a destination
   // (address, port, protocol) once this percentage of the port range is in
   // use there; new flows then go to the next address (see

@@ -13,7 +13,8 @@ std::string Ip(const Ipv4Bytes& b) { return absl::StrCat(b[0], ".", b[1], ".", b
 std::string BpfPlanToText(const BpfSnatPlan& plan) {
   if (!plan.enabled) return "bpf snat disabled: no tc filters, no clsact qdisc of ours, no pins\n";
   std::string out = absl::StrCat("bpf snat pin_dir ", plan.pin_dir, " ports ", plan.port_min, "-", plan.port_max,
-                                 " max_retries ", plan.max_retries, "\n");
+                                 " max_retries ", plan.max_retries,
+                                 " max_flows ", plan.max_flows, "\n");
   for (const std::string& ifname : plan.interfaces) {
     absl::StrAppend(&out, "attach tc ingress+egress ", ifname, "\n");
   }

@@ -34,6 +34,7 @@ struct BpfSnatPlan {
   uint16_t port_min = 0;                 // load-time config (rodata)
   uint16_t port_max = 0;
   uint32_t max_retries = 0;
+  uint32_t max_flows = 0;
 
   friend bool operator==(const BpfSnatPlan&, const BpfSnatPlan&) = default;
 };

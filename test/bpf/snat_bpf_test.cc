@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "agent/kernel/bpf/snat_program.h"
+#include "agent/kernel/bpf/snat_reader.h"
 #include "gtest/gtest.h"
 #include "test/bpf/harness.h"
 #include "test/bpf/packet.h"
@@ -48,8 +49,10 @@ using kernel::bpf::EgressAddress;
 using kernel::bpf::EgressUsage;
 using kernel::bpf::Ipv4Prefix;
 using kernel::bpf::kRuleplaneTcFilter;
+using kernel::bpf::ReadPinnedSnatMaps;
 using kernel::bpf::ReasonCounters;
 using kernel::bpf::SnatConfig;
+using kernel::bpf::SnatMapsSnapshot;
 using kernel::bpf::SnatProgram;
 using kernel::bpf::SnatProgramOptions;
 using kernel::bpf::TcHook;
@@ -684,6 +687,9 @@ TEST(PrivilegedBpfSnatConfigTest, InvalidConfigIsRejected) {
   options.config = SnatConfig{};
   options.config.port_min = 0;
   EXPECT_EQ(SnatProgram::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+  options.config = SnatConfig{};
+  options.config.max_flows = RP_SNAT_MAX_FLOWS_MIN - 1;
+  EXPECT_EQ(SnatProgram::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 class PrivilegedBpfPinTest : public ::testing::Test {
@@ -729,6 +735,78 @@ TEST_F(PrivilegedBpfPinTest, NatStateSurvivesReload) {
 
   ASSERT_OK(prog->UnpinMaps());
   EXPECT_FALSE(std::filesystem::exists(options_.pin_dir));
+}
+
+// The NAT maps are created at the configured size. A restart asking for
+// another size adopts the pinned maps at their size (resizing would drop the
+// translations of established flows), and the flow keeps its port.
+TEST_F(PrivilegedBpfPinTest, FlowMapSizeIsConfiguredAndPinnedSizeIsKept) {
+  auto pinned_max_entries = [this](const char* map) -> uint32_t {
+    const UniqueFd fd(bpf_obj_get((options_.pin_dir + "/" + map).c_str()));
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (!fd.valid() || bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) return 0;
+    return info.max_entries;
+  };
+  options_.config.max_flows = 4096;
+  uint16_t port = 0;
+  {
+    ASSERT_OK_AND_ASSIGN(auto prog, SnatProgram::Create(options_));
+    EXPECT_EQ(prog->max_flows(), 4096u);
+    ASSERT_OK(prog->ReplacePodAddresses({kPod}));
+    ASSERT_OK(prog->SetEgressAddresses({{kEgress1, false}}));
+    ASSERT_OK_AND_ASSIGN(const TcRun run, RunTc(prog->egress_prog_fd(), BuildTcp(kPod, 40000, kRemote, 443)));
+    ASSERT_EQ(run.verdict, TC_ACT_OK);
+    ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(run.out));
+    port = p.sport;
+  }
+  EXPECT_EQ(pinned_max_entries("ruleplane_nat"), 4096u);
+  EXPECT_EQ(pinned_max_entries("ruleplane_rnat"), 4096u);
+
+  options_.config.max_flows = 8192;
+  ASSERT_OK_AND_ASSIGN(auto prog, SnatProgram::Create(options_));
+  EXPECT_EQ(prog->max_flows(), 4096u);
+  EXPECT_EQ(prog->reused_maps().size(), 9u);
+  ASSERT_OK_AND_ASSIGN(const TcRun run, RunTc(prog->egress_prog_fd(), BuildTcp(kPod, 40000, kRemote, 443)));
+  ASSERT_EQ(run.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(run.out));
+  EXPECT_EQ(p.sport, port);
+
+  // Without pins (snat_mode switched away and back) the new size applies.
+  ASSERT_OK(prog->UnpinMaps());
+  prog.reset();
+  ASSERT_OK_AND_ASSIGN(auto fresh, SnatProgram::Create(options_));
+  EXPECT_EQ(fresh->max_flows(), 8192u);
+  EXPECT_EQ(pinned_max_entries("ruleplane_rnat"), 8192u);
+  ASSERT_OK(fresh->UnpinMaps());
+}
+
+// The statistics reader sees every translation, across more entries than one
+// batch of BPF_MAP_LOOKUP_BATCH (4096) holds.
+TEST_F(PrivilegedBpfPinTest, ReaderSeesEveryTranslation) {
+  options_.config.port_min = 1024;  // room for 5000 flows to one destination
+  ASSERT_OK_AND_ASSIGN(auto prog, SnatProgram::Create(options_));
+  ASSERT_OK(prog->ReplacePodAddresses({kPod}));
+  ASSERT_OK(prog->SetEgressAddresses({{kEgress1, false}}));
+  constexpr int kFlows = 5000;
+  std::set<uint16_t> ports;
+  for (int i = 0; i < kFlows; ++i) {
+    ASSERT_OK_AND_ASSIGN(const TcRun run,
+                         RunTc(prog->egress_prog_fd(), BuildTcp(kPod, static_cast<uint16_t>(20000 + i), kRemote, 443)));
+    ASSERT_EQ(run.verdict, TC_ACT_OK) << "flow " << i;
+    ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(run.out));
+    ports.insert(p.sport);
+  }
+  ASSERT_OK_AND_ASSIGN(const SnatMapsSnapshot snap, ReadPinnedSnatMaps(options_.pin_dir));
+  ASSERT_EQ(snap.translations.size(), static_cast<size_t>(kFlows));
+  std::set<uint16_t> seen;
+  for (const rp_rnat_key& k : snap.translations) {
+    EXPECT_EQ(k.remote_port, htons(443));
+    seen.insert(ntohs(k.egress_port));
+  }
+  EXPECT_EQ(seen, ports);
+  EXPECT_EQ(snap.reasons[RP_NAT_NEW], static_cast<uint64_t>(kFlows));
+  ASSERT_OK(prog->UnpinMaps());
 }
 
 // A pinned map whose layout differs from this build is refused with a message

@@ -238,6 +238,7 @@ class PrivilegedBpfSnatPortTest : public ::testing::Test {
     p.port_min = 61000;
     p.port_max = 61001;
     p.max_retries = 32;
+    p.max_flows = 65536;
     return p;
   }
   kernel::bpf::BpfSnatPortOptions Options() { return {state_dir_.string(), pin_dir_}; }

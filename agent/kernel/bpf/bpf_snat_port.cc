@@ -98,12 +98,14 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
   };
 
   const bool reload = !program_ || loaded_.pin_dir != plan.pin_dir || loaded_.port_min != plan.port_min ||
-                      loaded_.port_max != plan.port_max || loaded_.max_retries != plan.max_retries;
+                      loaded_.port_max != plan.port_max || loaded_.max_retries != plan.max_retries ||
+                      loaded_.max_flows != plan.max_flows;
   if (reload) {
     SnatProgramOptions o;
     o.config.port_min = plan.port_min;
     o.config.port_max = plan.port_max;
     o.config.max_retries = plan.max_retries;
+    o.config.max_flows = plan.max_flows;
     o.pin_dir = plan.pin_dir;
     ASSIGN_OR_RETURN(std::unique_ptr<SnatProgram> program, SnatProgram::Create(o));
     RETURN_IF_ERROR(fill(*program));

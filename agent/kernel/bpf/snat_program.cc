@@ -110,10 +110,19 @@ absl::Status PreparePinDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
+// The NAT maps, whose size is configuration (SnatConfig::max_flows).
+bool IsFlowMap(const bpf_map* map) {
+  const absl::string_view name = bpf_map__name(map);
+  return name == "ruleplane_nat" || name == "ruleplane_rnat";
+}
+
 // Returns whether a pin exists at `path`; FailedPrecondition if it does but
 // cannot be adopted by `map`. libbpf would also refuse it at load time, but
-// only with EINVAL and a log line.
-absl::StatusOr<bool> CheckPinnedMapCompatible(const bpf_map* map, const std::string& path) {
+// only with EINVAL and a log line. A flow map pinned with another size is
+// adopted at its size (resizing would drop every translation, breaking the
+// established flows a restart must keep): `map` is resized to match and the
+// difference logged.
+absl::StatusOr<bool> CheckPinnedMapCompatible(bpf_map* map, const std::string& path) {
   UniqueFd fd(bpf_obj_get(path.c_str()));
   if (!fd.valid()) {
     const int err = errno;
@@ -124,6 +133,15 @@ absl::StatusOr<bool> CheckPinnedMapCompatible(const bpf_map* map, const std::str
   uint32_t len = sizeof(info);
   if (const int err = bpf_obj_get_info_by_fd(fd.get(), &info, &len); err != 0) {
     return BpfError(err, absl::StrCat("query pinned map ", path));
+  }
+  if (IsFlowMap(map) && info.max_entries != bpf_map__max_entries(map)) {
+    LOG(WARNING) << "bpf snat: pinned map " << path << " holds " << info.max_entries
+                 << " flows, the configuration asks for " << bpf_map__max_entries(map)
+                 << "; keeping the pinned size so established flows keep their translation (switch snat_mode "
+                    "off and back, or remove the pins while the agent is stopped, to resize)";
+    if (const int err = bpf_map__set_max_entries(map, info.max_entries); err != 0) {
+      return BpfError(err, absl::StrCat("size map ", bpf_map__name(map), " like its pin ", path));
+    }
   }
   std::vector<std::string> diffs;
   auto check = [&diffs](absl::string_view field, uint32_t pinned, uint32_t ours) {
@@ -149,6 +167,10 @@ absl::Status ValidateSnatConfig(const SnatConfig& config) {
     return absl::InvalidArgumentError(absl::StrCat("snat config: port range ", config.port_min, "-", config.port_max,
                                                    " must be non-empty and start above 0"));
   }
+  if (config.max_flows < RP_SNAT_MAX_FLOWS_MIN || config.max_flows > RP_SNAT_MAX_FLOWS_LIMIT) {
+    return absl::InvalidArgumentError(absl::StrCat("snat config: max_flows ", config.max_flows, " must be in ",
+                                                   RP_SNAT_MAX_FLOWS_MIN, "..", RP_SNAT_MAX_FLOWS_LIMIT));
+  }
   if (config.max_retries == 0 || config.max_retries > RP_SNAT_MAX_RETRIES) {
     return absl::InvalidArgumentError(absl::StrCat("snat config: max_retries ", config.max_retries,
                                                    " must be in 1..", RP_SNAT_MAX_RETRIES));
@@ -170,6 +192,11 @@ absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgr
   skel->rodata->port_max = options.config.port_max;
   skel->rodata->max_retries = options.config.max_retries;
   skel->rodata->l2_hdr_len = options.config.l2_header_len;
+  for (bpf_map* map : {skel->maps.ruleplane_nat, skel->maps.ruleplane_rnat}) {
+    if (const int err = bpf_map__set_max_entries(map, options.config.max_flows); err != 0) {
+      return BpfError(err, absl::StrCat("size map ", bpf_map__name(map)));
+    }
+  }
 
   std::vector<std::string> reused;
   if (!options.pin_dir.empty()) {
@@ -191,12 +218,14 @@ absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgr
   RETURN_IF_ERROR(skel.Load());
   LOG(INFO) << "bpf snat loaded pin_dir=" << (options.pin_dir.empty() ? "(none)" : options.pin_dir)
             << " reused_maps=" << reused.size() << " ports=" << options.config.port_min << "-"
-            << options.config.port_max;
+            << options.config.port_max << " max_flows=" << bpf_map__max_entries(skel->maps.ruleplane_nat);
   return std::unique_ptr<SnatProgram>(new SnatProgram(options, std::move(skel), std::move(reused)));
 }
 
 SnatProgram::SnatProgram(SnatProgramOptions options, BpfSkeleton<snat> skel, std::vector<std::string> reused_maps)
     : options_(std::move(options)), skel_(std::move(skel)), reused_maps_(std::move(reused_maps)) {}
+
+uint32_t SnatProgram::max_flows() const { return bpf_map__max_entries(NatMap()); }
 
 SnatProgram::~SnatProgram() = default;
 

@@ -49,6 +49,10 @@ struct SnatConfig {
   uint32_t max_retries = RP_SNAT_MAX_RETRIES;
   // Bytes before the IPv4 header: 14 on Ethernet, 0 on L3 devices.
   uint32_t l2_header_len = 14;
+  // max_entries of ruleplane_nat and ruleplane_rnat, set before load;
+  // RP_SNAT_MAX_FLOWS_MIN..RP_SNAT_MAX_FLOWS_LIMIT. Pinned maps keep their
+  // own size (see max_flows()).
+  uint32_t max_flows = RP_SNAT_MAX_FLOWS;
 };
 
 // InvalidArgument naming the bad field; pure.
@@ -110,6 +114,9 @@ class SnatProgram {
   const std::string& pin_dir() const { return options_.pin_dir; }
   // Names of the maps adopted from existing pins (empty on a fresh start).
   const std::vector<std::string>& reused_maps() const { return reused_maps_; }
+  // The NAT maps' size in effect: config.max_flows, or the size of the
+  // pinned maps that were adopted.
+  uint32_t max_flows() const;
 
   int egress_prog_fd() const;
   int ingress_prog_fd() const;

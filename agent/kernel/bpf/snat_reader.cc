@@ -36,6 +36,37 @@ absl::Status ReadPerCpu(int fd, uint32_t slot, const char* map, F add) {
   return absl::OkStatus();
 }
 
+// Every key of ruleplane_rnat, read in batches (BPF_MAP_LOOKUP_BATCH: one
+// syscall per kBatch entries instead of two per entry). The kernel walks the
+// hash bucket by bucket; entries added or evicted by the datapath meanwhile
+// may be missed or seen, which statistics tolerate. A bucket holding more
+// entries than the buffer fails with ENOSPC before copying anything: grow
+// the buffer and read the same bucket again.
+absl::Status ReadTranslations(int fd, std::vector<rp_rnat_key>& out) {
+  constexpr uint32_t kBatch = 4096;
+  std::vector<rp_rnat_key> keys(kBatch);
+  std::vector<rp_rnat_val> values(kBatch);
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  uint32_t in_token = 0, out_token = 0;
+  bool first = true;
+  for (;;) {
+    uint32_t count = static_cast<uint32_t>(keys.size());
+    const int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_token, &out_token, keys.data(), values.data(),
+                                         &count, &opts);
+    const int saved = errno;
+    if (err != 0 && saved == ENOSPC && count == 0 && keys.size() < (1u << 20)) {
+      keys.resize(keys.size() * 2);
+      values.resize(values.size() * 2);
+      continue;
+    }
+    if (err != 0 && saved != ENOENT) return BpfError(saved, "read ruleplane_rnat in batches");
+    out.insert(out.end(), keys.begin(), keys.begin() + count);
+    if (err != 0) return absl::OkStatus();  // ENOENT: past the last bucket
+    in_token = out_token;
+    first = false;
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<SnatMapsSnapshot> ReadPinnedSnatMaps(const std::string& pin_dir) {
@@ -46,20 +77,7 @@ absl::StatusOr<SnatMapsSnapshot> ReadPinnedSnatMaps(const std::string& pin_dir) 
   ASSIGN_OR_RETURN(UniqueFd eaddr, OpenPin(pin_dir, "ruleplane_eaddr"));
   ASSIGN_OR_RETURN(UniqueFd cfg, OpenPin(pin_dir, "ruleplane_cfg"));
 
-  // Keys only: a walk with get_next_key. Concurrent LRU churn may make the
-  // walk restart from the first key when `prev` vanished; bound it.
-  rp_rnat_key key{};
-  const rp_rnat_key* prev = nullptr;
-  rp_rnat_key prev_copy{};
-  while (bpf_map_get_next_key(rnat.get(), prev, &key) == 0) {
-    out.translations.push_back(key);
-    prev_copy = key;
-    prev = &prev_copy;
-    if (out.translations.size() > 2 * RP_SNAT_MAX_FLOWS) break;
-  }
-  if (errno != ENOENT && out.translations.size() <= 2 * RP_SNAT_MAX_FLOWS) {
-    return BpfError(errno, "iterate ruleplane_rnat");
-  }
+  RETURN_IF_ERROR(ReadTranslations(rnat.get(), out.translations));
 
   for (uint32_t r = 0; r < RP_REASON_SLOTS; ++r) {
     RETURN_IF_ERROR(ReadPerCpu<uint64_t>(rsn.get(), r, "ruleplane_rsn", [&](uint64_t v) { out.reasons[r] += v; }));

@@ -24,7 +24,12 @@
 #define RP_SNAT_MAX_EGRESS_ADDRS 8
 #define RP_SNAT_MAX_PODS 16384
 #define RP_SNAT_MAX_EXCLUSIONS 1024
+/* ruleplane_nat / ruleplane_rnat: the default size. The agent sets the real
+ * size at load (snat_bpf_max_flows, within the bounds below); a pinned map
+ * keeps the size it was created with. */
 #define RP_SNAT_MAX_FLOWS 65536
+#define RP_SNAT_MAX_FLOWS_MIN 1024
+#define RP_SNAT_MAX_FLOWS_LIMIT (1 << 24)
 #define RP_SNAT_MAX_FRAGS 8192
 /* Upper bound for the max_retries rodata knob (the verifier needs a constant
  * loop bound). */

@@ -56,6 +56,7 @@ TEST(SnatConfigTest, EverythingFromTheConfig) {
   c.set_snat_fully_random(false);
   c.set_bpf_pin_dir("/sys/fs/bpf/x");
   c.set_snat_bpf_max_retries(8);
+  c.set_snat_bpf_max_flows(262144);
   auto s = SnatSettingsFromConfig(c, FakeLookup);
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->mode, core::SnatMode::kBpf);
@@ -66,6 +67,7 @@ TEST(SnatConfigTest, EverythingFromTheConfig) {
   EXPECT_FALSE(s->fully_random);
   EXPECT_EQ(s->bpf_pin_dir, "/sys/fs/bpf/x");
   EXPECT_EQ(s->bpf_max_retries, 8u);
+  EXPECT_EQ(s->bpf_max_flows, 262144u);
 }
 
 TEST(SnatConfigTest, Ipv6DefaultsToAGlobalAddress) {

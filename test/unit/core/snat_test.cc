@@ -85,6 +85,8 @@ TEST(ValidateSnatSettingsTest, ErrorsNameTheField) {
       {[](SnatSettings& s) { s.exclude_ipv4 = {*IpPrefix::Parse("fd00::/8")}; }, "snat_exclude: "},
       {[](SnatSettings& s) { s.ports = PortRange{10, 5}; }, "snat_port_range: "},
       {[](SnatSettings& s) { s.bpf_max_retries = 0; }, "snat_bpf_max_retries: "},
+      {[](SnatSettings& s) { s.bpf_max_flows = 1023; }, "snat_bpf_max_flows: "},
+      {[](SnatSettings& s) { s.bpf_max_flows = (1u << 24) + 1; }, "snat_bpf_max_flows: "},
       {[](SnatSettings& s) { s.failover_headroom_percent = 90; }, "snat_failover_headroom_percent: "},
       {[](SnatSettings& s) { s.bpf_pin_dir = "relative"; }, "bpf_pin_dir: "},
       {[](SnatSettings& s) { s.ipv6 = true; }, "snat_egress_ipv6_ips: "},
