@@ -592,7 +592,24 @@ def snat_section(sn, lines):
                      "ACK of the old connection, the client resets and retries a second later. A handful of those "
                      "per run decide the new-connection rate of both conntrack variants, which is why their order "
                      "moves between runs. The bpf backend keeps one mapping per flow tuple, so a reused tuple "
-                     "reaches the server unchanged and TIME_WAIT lets it in.\n")
+                     "reaches the server unchanged and TIME_WAIT lets it in.")
+        lines.append("- Why TIME_WAIT refuses the SYN: since Linux commit 165573e41f2f (\"tcp: secure_seq: add back "
+                     "ports to TS offset\") the client's TCP timestamp offset depends on its source port. A translated "
+                     "tuple reused by a flow from another pod port carries timestamps from an unrelated offset, so "
+                     "about half the time they look older than the last ones the server saw and PAWS rejects the "
+                     "SYN. Reported on netfilter-devel in June 2026 for Kubernetes' `MASQUERADE --random-fully` "
+                     "(short-connection rate halved); the fix under discussion rewrites the timestamp at NAT time. "
+                     "Since Linux 5.0 a colliding port is re-drawn at random with or without the random flags, so "
+                     "`snat_fully_random: false` (keep the pod's port when free) avoids the reuse; the default stays "
+                     "`fully-random` as the SNAT issue asks.")
+        for a, b in (("bpf", "nftables"), ("nftables", "iptables")):
+            ga, gb = res[a]["gbit"], res[b]["gbit"]
+            if m[a][0] < m[b][0] and min(ga) <= max(gb) and min(gb) <= max(ga):
+                lines.append(f"- Throughput {a} < {b} by the medians, but their spreads overlap "
+                             f"({min(ga):.2f}–{max(ga):.2f} vs {min(gb):.2f}–{max(gb):.2f} Gbit/s): one bulk TCP "
+                             f"stream of 64 KB GSO packets pays the per-packet NAT cost rarely, and the run-to-run "
+                             f"noise on this machine is larger than the difference.")
+        lines.append("")
 
 
 def startup_section(s, lines, svgs):
