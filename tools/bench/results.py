@@ -7,8 +7,11 @@
 Runs, in this order, each writing JSON into docs/benchmarks/raw/:
   - tools/bench/contention.py   --runs times (medians and spread across runs)
   - tools/bench/plugin_latency.py --runs times
+  - tools/bench/plugin_under_churn.py and floor_under_churn.py --runs times
+    (floor_under_churn with --trace when `perf` is installed)
   - tools/bench/startup.py      once (it repeats each start --startup-repeats times)
   - ruleplane-bench commit --json once (it repeats each size 3 times)
+  - tools/bench/snat_bench.py   once (--rounds 7)
 then renders the page from those files only: nothing in it is typed by hand.
 --quick passes --quick to contention.py and uses smaller sizes elsewhere; the
 page says which configuration produced it.
@@ -20,6 +23,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -98,10 +102,10 @@ def git_state(build):
 
 def run_all(a, raw):
     os.makedirs(raw, exist_ok=True)
-    only = set(a.only.split(",")) if a.only else {"contention", "pluginchurn", "plugin", "startup", "commit",
-                                                  "snat"}
+    only = set(a.only.split(",")) if a.only else {"contention", "pluginchurn", "floorchurn", "plugin", "startup",
+                                                  "commit", "snat"}
     prefixes = {"contention": "contention-", "plugin": "plugin-", "startup": "startup", "commit": "commit",
-                "snat": "snat", "pluginchurn": "pluginchurn"}
+                "snat": "snat", "pluginchurn": "pluginchurn", "floorchurn": "floorchurn"}
     for f in glob.glob(os.path.join(raw, "*.json*")):
         if any(os.path.basename(f).startswith(prefixes[o]) for o in only):
             os.unlink(f)
@@ -172,6 +176,14 @@ def run_all(a, raw):
             p = os.path.join(raw, f"pluginchurn-{i}.json")
             run("plugin_under_churn", [py, os.path.join(BENCH, "plugin_under_churn.py")] + b +
                 ["--seconds", "10" if a.quick else "25", "--json", p], p)
+    if "floorchurn" in only:
+        # --trace when perf is there (linux-perf; not installed by tools/setup.sh): the page then also says
+        # where the bridge plugin waited.
+        trace = ["--trace"] if shutil.which("perf") else []
+        for i in range(1, a.runs + 1):
+            p = os.path.join(raw, f"floorchurn-{i}.json")
+            run("floor_under_churn", [py, os.path.join(BENCH, "floor_under_churn.py"), "--adds",
+                                      "40" if a.quick else "100"] + trace + ["--json", p], p)
     if "startup" in only:
         p = os.path.join(raw, "startup.json")
         sizes = "0,1000,10000" if a.quick else "0,1000,10000,100000"
@@ -429,6 +441,43 @@ def pluginchurn_section(pcs, lines):
                  f"{spread([p['restore_p50_s'] for p in pcs], lambda x: f'{x:.2f} s')} each). The agent's slowest "
                  f"commit: {spread([p['agent_slowest_commit_ms'] for p in pcs], f2)} ms; longest queue wait "
                  f"{spread([p['agent_longest_queue_wait_ms'] for p in pcs], f2)} ms.\n")
+
+
+def floorchurn_section(fcs, lines):
+    if not fcs:
+        return
+    fc = fcs[0]
+    f1 = lambda x: f"{x:.1f}"
+    lines.append("### The floor's own step under churn\n")
+    lines.append(f"`tools/bench/floor_under_churn.py`: `/usr/lib/cni/bridge` ADD (host-local IPAM) into a fresh pod "
+                 f"netns, {fc['idle']['adds']} times idle, then {fc['churn']['adds']} times while N = {fc['services']} "
+                 f"Services ({fc['rules']} rules) are restored back to back, same CPU placement as above; the driver "
+                 f"sits in the node netns (no per-ADD `ip netns exec`). {len(fcs)} run(s), median [min–max]. bridge "
+                 f"never touches xtables: whatever grows here is the churn reaching every pod setup through the "
+                 f"kernel of this machine, which no CNI plugin can avoid.\n")
+    traced = all("runqueue_delay_ms" in f["churn"] for f in fcs)
+    lines.append("| load | p50 | p90 | p99 | max | bridge+host-local CPU p50 |"
+                 + (" run-queue delay per ADD | blocked (D) per ADD |" if traced else ""))
+    lines.append("|---|---|---|---|---|---|" + ("---|---|" if traced else ""))
+    for name in ("idle", "churn"):
+        ds = [f[name] for f in fcs]
+        row = (f"| {name} | {spread([d['p50_ms'] for d in ds], f1)} ms | {spread([d['p90_ms'] for d in ds], f1)} ms | "
+               f"{spread([d['p99_ms'] for d in ds], f1)} ms | {spread([d['max_ms'] for d in ds], f1)} ms | "
+               f"{spread([d['cpu_p50_ms'] for d in ds], f1)} ms |")
+        if traced:
+            row += (f" {spread([d['runqueue_delay_ms'] / d['adds'] for d in ds], f1)} ms | "
+                    f"{spread([sum(d['d_state_ms'].values()) / d['adds'] for d in ds], f1)} ms |")
+        lines.append(row)
+    lines.append(f"\np99 under churn ÷ p99 idle: **{spread([f['p99_ratio'] for f in fcs], lambda x: f'{x:.2f}x')}**.")
+    if traced:
+        top = fc["churn"]["d_state_ms"]
+        if top:
+            frames, ms = max(top.items(), key=lambda kv: kv[1])
+            idle_ms = fc["idle"]["d_state_ms"].get(frames, 0) / fc["idle"]["adds"]
+            lines[-1] += (f" Under churn (run 1) the plugins' longest uninterruptible waits were in `{frames}` "
+                          f"({ms / fc['churn']['adds']:.1f} ms per ADD; {idle_ms:.1f} ms idle), from "
+                          f"`perf sched timehist`.")
+    lines.append("")
 
 
 def plugin_section(runs, tmpfs, lines, svgs):
@@ -734,6 +783,7 @@ def render(raw, out_md, a):
              "are interleaved round-robin across the chains; concurrent ADDs start together per chain.\n")
     contention_section(cont, svgdir, L, svgs)
     pluginchurn_section(load(raw, "pluginchurn-[0-9]*.json"), L)
+    floorchurn_section(load(raw, "floorchurn-[0-9]*.json"), L)
     L.append("## 2. Plugin ADD latency (issue 3)\n")
     L.append("`tools/bench/plugin_latency.py`: the `ruleplane` plugin alone (synthetic bridge-shaped prevResult on "
              "stdin), exec → exit, next to `/usr/lib/cni/host-local` with CNI_COMMAND=VERSION as the process floor, "
@@ -775,7 +825,7 @@ def main():
                     help="export HEAD with git archive into DIR/src, build it in DIR/obj and benchmark that "
                          "(the page then names an exact commit; uncommitted work in the tree is left out)")
     ap.add_argument("--only", default="",
-                    help="comma separated subset: contention,pluginchurn,plugin,startup,commit,snat")
+                    help="comma separated subset: contention,pluginchurn,floorchurn,plugin,startup,commit,snat")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"))
     ap.add_argument("--from-raw", help="only render the page from this raw dir")
     a = ap.parse_args()
