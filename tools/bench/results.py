@@ -642,8 +642,14 @@ def snat_section(sn, lines):
                      "per run decide the new-connection rate of both conntrack variants, which is why their order "
                      "moves between runs. The bpf backend keeps one mapping per flow tuple, so a reused tuple "
                      "reaches the server unchanged and TIME_WAIT lets it in.")
+        per_port = {True: "it does on this machine's kernel (snat_bench probes it: loopback sockets from adjacent "
+                          "ports read unrelated TCP_TIMESTAMP values)",
+                    False: "it does not on this machine's kernel (snat_bench's TCP_TIMESTAMP probe), so the "
+                           "mechanism below should not apply here",
+                    None: "snat_bench did not probe it in this run"}[sn.get("ts_offset_per_port")]
         lines.append("- Why TIME_WAIT refuses the SYN: since Linux commit 165573e41f2f (\"tcp: secure_seq: add back "
-                     "ports to TS offset\") the client's TCP timestamp offset depends on its source port. A translated "
+                     f"ports to TS offset\") the client's TCP timestamp offset depends on its source port; {per_port}. "
+                     "A translated "
                      "tuple reused by a flow from another pod port carries timestamps from an unrelated offset, so "
                      "about half the time they look older than the last ones the server saw and PAWS rejects the "
                      "SYN. Reported on netfilter-devel in June 2026 for Kubernetes' `MASQUERADE --random-fully` "
