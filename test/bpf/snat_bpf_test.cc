@@ -701,6 +701,22 @@ class PrivilegedBpfPinTest : public ::testing::Test {
     options_.pin_dir = bpffs_->path() + "/ruleplane";
   }
 
+  // Sends kPod:40000 -> kRemote:443 through `prog`'s egress program and
+  // returns the translated source port (0, and a failure, if untranslated).
+  static uint16_t EgressPort(const SnatProgram& prog) {
+    absl::StatusOr<TcRun> run = RunTc(prog.egress_prog_fd(), BuildTcp(kPod, 40000, kRemote, 443));
+    if (!run.ok() || run->verdict != TC_ACT_OK) {
+      ADD_FAILURE() << "not translated: " << (run.ok() ? absl::StrCat("verdict ", run->verdict) : run.status().ToString());
+      return 0;
+    }
+    absl::StatusOr<ParsedPacket> p = ParseFrame(run->out);
+    if (!p.ok()) {
+      ADD_FAILURE() << p.status();
+      return 0;
+    }
+    return p->sport;
+  }
+
   std::unique_ptr<ScopedBpffs> bpffs_;
   SnatProgramOptions options_;
 };
@@ -714,10 +730,8 @@ TEST_F(PrivilegedBpfPinTest, NatStateSurvivesReload) {
     EXPECT_TRUE(prog->reused_maps().empty());
     ASSERT_OK(prog->ReplacePodAddresses({kPod}));
     ASSERT_OK(prog->SetEgressAddresses({{kEgress1, false}}));
-    ASSERT_OK_AND_ASSIGN(const TcRun run, RunTc(prog->egress_prog_fd(), BuildTcp(kPod, 40000, kRemote, 443)));
-    ASSERT_EQ(run.verdict, TC_ACT_OK);
-    ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(run.out));
-    port = p.sport;
+    port = EgressPort(*prog);
+    ASSERT_NE(port, 0);
     EXPECT_TRUE(std::filesystem::exists(options_.pin_dir + "/ruleplane_nat"));
   }  // the "old agent" exits; only the pins hold the maps now
 
@@ -725,10 +739,7 @@ TEST_F(PrivilegedBpfPinTest, NatStateSurvivesReload) {
   EXPECT_EQ(prog->reused_maps().size(), 9u);  // every ruleplane_* map
   ASSERT_OK_AND_ASSIGN(const std::vector<Ipv4Addr> pods, prog->ListPodAddresses());
   EXPECT_EQ(pods, std::vector<Ipv4Addr>{kPod});
-  ASSERT_OK_AND_ASSIGN(const TcRun run, RunTc(prog->egress_prog_fd(), BuildTcp(kPod, 40000, kRemote, 443)));
-  ASSERT_EQ(run.verdict, TC_ACT_OK);
-  ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(run.out));
-  EXPECT_EQ(p.sport, port);
+  EXPECT_EQ(EgressPort(*prog), port);
   ASSERT_OK_AND_ASSIGN(const ReasonCounters counters, prog->ReadReasonCounters());
   EXPECT_EQ(counters[RP_NAT_NEW], 1u);
   EXPECT_EQ(counters[RP_XLATE_EGRESS], 2u);
@@ -755,10 +766,8 @@ TEST_F(PrivilegedBpfPinTest, FlowMapSizeIsConfiguredAndPinnedSizeIsKept) {
     EXPECT_EQ(prog->max_flows(), 4096u);
     ASSERT_OK(prog->ReplacePodAddresses({kPod}));
     ASSERT_OK(prog->SetEgressAddresses({{kEgress1, false}}));
-    ASSERT_OK_AND_ASSIGN(const TcRun run, RunTc(prog->egress_prog_fd(), BuildTcp(kPod, 40000, kRemote, 443)));
-    ASSERT_EQ(run.verdict, TC_ACT_OK);
-    ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(run.out));
-    port = p.sport;
+    port = EgressPort(*prog);
+    ASSERT_NE(port, 0);
   }
   EXPECT_EQ(pinned_max_entries("ruleplane_nat"), 4096u);
   EXPECT_EQ(pinned_max_entries("ruleplane_rnat"), 4096u);
@@ -767,10 +776,7 @@ TEST_F(PrivilegedBpfPinTest, FlowMapSizeIsConfiguredAndPinnedSizeIsKept) {
   ASSERT_OK_AND_ASSIGN(auto prog, SnatProgram::Create(options_));
   EXPECT_EQ(prog->max_flows(), 4096u);
   EXPECT_EQ(prog->reused_maps().size(), 9u);
-  ASSERT_OK_AND_ASSIGN(const TcRun run, RunTc(prog->egress_prog_fd(), BuildTcp(kPod, 40000, kRemote, 443)));
-  ASSERT_EQ(run.verdict, TC_ACT_OK);
-  ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(run.out));
-  EXPECT_EQ(p.sport, port);
+  EXPECT_EQ(EgressPort(*prog), port);
 
   // Without pins (snat_mode switched away and back) the new size applies.
   ASSERT_OK(prog->UnpinMaps());

@@ -150,6 +150,19 @@ def worker_main(conflist_path, cni_path, path_env):
 
 # ============================================================== driver side
 
+def load_churn_ruleset(ns, rules_path, services):
+    """Writes the kube-proxy-shaped ruleset for `services` to `rules_path`
+    and applies it once in `ns` (base jumps first), as kube-proxy's first
+    sync does; returns the rule count. Churn then re-applies the file."""
+    text, nrules = kube_proxy_rules.ruleset(services)
+    with open(rules_path, "w") as f:
+        f.write(text)
+    for data in (kube_proxy_rules.base_jumps().encode(), text.encode()):
+        subprocess.run(["ip", "netns", "exec", ns, "iptables-legacy-restore", "--wait", "--noflush"],
+                       input=data, check=True, capture_output=True, timeout=600)
+    return nrules
+
+
 class Churn:
     """Re-applies the ruleset in the churn ns back to back, until stopped or
     until max_restores / max_seconds. Records every restore."""

@@ -34,7 +34,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 import contention  # noqa: E402
-import kube_proxy_rules  # noqa: E402
 
 CLONE_NEWNET = 0x40000000
 BRIDGE = "/usr/lib/cni/bridge"
@@ -101,12 +100,7 @@ def main():
         benchlib.netns_add(node)
         benchlib.netns_add(churn_ns)
         rules_path = os.path.join(tmp, "kube-proxy.rules")
-        text, nrules = kube_proxy_rules.ruleset(a.services)
-        with open(rules_path, "w") as f:
-            f.write(text)
-        for data in (kube_proxy_rules.base_jumps().encode(), open(rules_path, "rb").read()):
-            subprocess.run(["ip", "netns", "exec", churn_ns, "iptables-legacy-restore", "--wait", "--noflush"],
-                           input=data, check=True, capture_output=True, timeout=600)
+        nrules = contention.load_churn_ruleset(churn_ns, rules_path, a.services)
         print(f"N={a.services} Services ({nrules} rules); churn CPUs {churn_cpus or 'any'}, "
               f"the rest on {other_cpus or 'any'}", flush=True)
         fd = os.open(f"/run/netns/{node}", os.O_RDONLY)

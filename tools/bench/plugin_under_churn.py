@@ -18,14 +18,12 @@ under churn, apart from everything else a chain does?
 import argparse
 import os
 import re
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 import contention  # noqa: E402
-import kube_proxy_rules  # noqa: E402
 import plugin_latency  # noqa: E402
 
 
@@ -63,12 +61,7 @@ def main():
     rules_path = os.path.join(run.tmp, "kube-proxy.rules")
     try:
         benchlib.netns_add(churn_ns)
-        text, nrules = kube_proxy_rules.ruleset(a.services)
-        with open(rules_path, "w") as f:
-            f.write(text)
-        for data in (kube_proxy_rules.base_jumps().encode(), open(rules_path, "rb").read()):
-            subprocess.run(["ip", "netns", "exec", churn_ns, "iptables-legacy-restore", "--wait", "--noflush"],
-                           input=data, check=True, capture_output=True, timeout=600)
+        nrules = contention.load_churn_ruleset(churn_ns, rules_path, a.services)
         print(f"N={a.services} Services ({nrules} rules); churn CPUs {churn_cpus or 'any'}, "
               f"the rest on {other_cpus or 'any'}", flush=True)
         run.setup()
