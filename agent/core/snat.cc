@@ -14,6 +14,8 @@ namespace {
 // valid configuration is (bpf: RP_SNAT_MAX_EGRESS_ADDRS).
 constexpr size_t kMaxEgressAddresses = 8;
 constexpr size_t kMaxExclusions = 1024;  // bpf: RP_SNAT_MAX_EXCLUSIONS
+constexpr uint32_t kMinBpfFlows = 1024;     // bpf: RP_SNAT_MAX_FLOWS_MIN
+constexpr uint32_t kMaxBpfFlows = 1u << 24;  // bpf: RP_SNAT_MAX_FLOWS_LIMIT
 constexpr size_t kIfNameMax = 15;        // IFNAMSIZ - 1
 
 }  // namespace
@@ -150,8 +152,8 @@ absl::Status ValidateSnatSettings(const SnatSettings& s) {
   if (s.bpf_max_retries == 0 || s.bpf_max_retries > 32) {
     return bad("snat_bpf_max_retries", s.bpf_max_retries, " must be in 1..32");
   }
-  if (s.bpf_max_flows < 1024 || s.bpf_max_flows > (1u << 24)) {
-    return bad("snat_bpf_max_flows", s.bpf_max_flows, " must be in 1024..16777216");
+  if (s.bpf_max_flows < kMinBpfFlows || s.bpf_max_flows > kMaxBpfFlows) {
+    return bad("snat_bpf_max_flows", s.bpf_max_flows, " must be in ", kMinBpfFlows, "..", kMaxBpfFlows);
   }
   if (s.failover_headroom_percent > 50) {
     return bad("snat_failover_headroom_percent", s.failover_headroom_percent, " must be in 0..50");

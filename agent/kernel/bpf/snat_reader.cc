@@ -37,13 +37,14 @@ absl::Status ReadPerCpu(int fd, uint32_t slot, const char* map, F add) {
 }
 
 // Every key of ruleplane_rnat, read in batches (BPF_MAP_LOOKUP_BATCH: one
-// syscall per kBatch entries instead of two per entry). The kernel walks the
+// syscall per kBatch entries instead of one get_next_key per entry). The kernel walks the
 // hash bucket by bucket; entries added or evicted by the datapath meanwhile
 // may be missed or seen, which statistics tolerate. A bucket holding more
 // entries than the buffer fails with ENOSPC before copying anything: grow
 // the buffer and read the same bucket again.
 absl::Status ReadTranslations(int fd, std::vector<rp_rnat_key>& out) {
   constexpr uint32_t kBatch = 4096;
+  constexpr size_t kMaxBuffer = 1u << 20;  // far beyond any bucket's length
   std::vector<rp_rnat_key> keys(kBatch);
   std::vector<rp_rnat_val> values(kBatch);
   LIBBPF_OPTS(bpf_map_batch_opts, opts);
@@ -54,7 +55,7 @@ absl::Status ReadTranslations(int fd, std::vector<rp_rnat_key>& out) {
     const int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_token, &out_token, keys.data(), values.data(),
                                          &count, &opts);
     const int saved = errno;
-    if (err != 0 && saved == ENOSPC && count == 0 && keys.size() < (1u << 20)) {
+    if (err != 0 && saved == ENOSPC && count == 0 && keys.size() < kMaxBuffer) {
       keys.resize(keys.size() * 2);
       values.resize(values.size() * 2);
       continue;
