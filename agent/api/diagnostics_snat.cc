@@ -61,6 +61,7 @@ grpc::ServerUnaryReactor* DiagnosticsService::GetSnatStats(grpc::CallbackServerC
   resp->set_collect_seconds(absl::ToDoubleSeconds(stats->collect_duration));
   resp->set_port_capacity(stats->capacity_per_tuple);
   resp->set_translations(stats->translations_total);
+  resp->set_flow_table_capacity(stats->flow_table_capacity);
   for (const backend::SnatEgressStat& e : stats->egress) {
     v1::SnatEgressAddressStats* p = resp->add_egress();
     p->set_address(e.addr.ToString());

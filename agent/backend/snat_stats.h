@@ -41,6 +41,11 @@ struct SnatStats {
   absl::Duration collect_duration;
   uint32_t capacity_per_tuple = 0;
   uint64_t translations_total = 0;
+  // bpf: translations the NAT maps hold (snat_bpf_max_flows, or the size
+  // of the pinned maps). At translations_total == flow_table_capacity new
+  // flows evict the least recently used ones. 0 for nftables (conntrack's
+  // own limit applies there).
+  uint64_t flow_table_capacity = 0;
   std::vector<SnatEgressStat> egress;  // pool order, then addresses not in the pool
   std::vector<SnatTupleStat> top;      // busiest tuples first
   // Flows placed on an egress address other than the first (bpf: the

@@ -271,6 +271,7 @@ void SnatMonitor::CollectBpf(const core::SnatSettings& settings, backend::SnatSt
       e.exhausted += u.exhausted;
     }
   }
+  stats.flow_table_capacity = maps->flow_capacity;
   stats.failovers = maps->reasons[RP_FAILOVER];
   for (const BpfDropReason& d : kBpfDrops) stats.drops[d.name] = maps->reasons[d.reason];
 #endif
@@ -290,6 +291,10 @@ void SnatMonitor::Publish(const backend::SnatStats& stats) {
   registry_->GetGauge("ruleplane_snat_port_capacity",
                       "Translations one (egress address, destination address, port, protocol) tuple can hold")
       ->Set(stats.capacity_per_tuple);
+  registry_->GetGauge("ruleplane_snat_flow_table_capacity",
+                      "bpf: translations the NAT maps hold; at sum(ruleplane_snat_translations) equal to it, new flows "
+                      "evict the least recently used (raise snat_bpf_max_flows). 0 for nftables")
+      ->Set(static_cast<double>(stats.flow_table_capacity));
   std::map<metrics::Labels, double> in_use, ratio;
   for (size_t i = 0; i < stats.top.size(); ++i) {
     const backend::SnatTupleStat& t = stats.top[i];

@@ -812,6 +812,7 @@ TEST_F(PrivilegedBpfPinTest, ReaderSeesEveryTranslation) {
   }
   EXPECT_EQ(seen, ports);
   EXPECT_EQ(snap.reasons[RP_NAT_NEW], static_cast<uint64_t>(kFlows));
+  EXPECT_EQ(snap.flow_capacity, options_.config.max_flows);
   ASSERT_OK(prog->UnpinMaps());
 }
 

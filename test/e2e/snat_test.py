@@ -34,6 +34,7 @@ NODE_IP, EGRESS2, OUTSIDE_IP, EXCLUDED_IP = "192.168.79.1", "192.168.79.3", "192
 POD_SUBNET = "10.96.0.0/24"
 NODE_IP6, OUTSIDE_IP6, POD_SUBNET6 = "fd00:79::1", "fd00:79::2", "fd00:96::/64"
 PORT = 7000
+BPF_MAX_FLOWS = 4096  # snat_bpf_max_flows in every agent config here
 RP_FILTER_HANDLE = "0x7270"  # kRuleplaneTcFilter (agent/kernel/bpf/tc_hook.h)
 
 
@@ -154,7 +155,7 @@ class SnatLab:
 
     def write_config(self, snat):
         cfg = {"snat_egress_interfaces": ["eth-out"], "bpf_pin_dir": self.pin_dir, "snat_stats_interval_ms": 200,
-               "snat_exclude": ["172.31.9.0/24", POD_SUBNET]}
+               "snat_exclude": ["172.31.9.0/24", POD_SUBNET], "snat_bpf_max_flows": BPF_MAX_FLOWS}
         cfg.update(snat)
         with open(self.config, "w") as f:
             json.dump(cfg, f)
@@ -347,6 +348,10 @@ class SnatTest(LabTestCase):
                       f'egress_ip="{NODE_IP}",proto="tcp",rank=', metrics)
         self.assertRegex(metrics, rf'ruleplane_snat_failovers_total{{backend="{backend}"}} [1-9]')
         self.assertRegex(metrics, rf'ruleplane_snat_drops_total{{backend="{backend}",reason="no_port"}} [1-9]')
+        # bpf: the NAT map size the operator configured, next to the translations that fill it.
+        capacity = BPF_MAX_FLOWS if backend == "bpf" else 0
+        self.assertEqual(int(stats["flow_table_capacity"]), capacity, stats)
+        self.assertIn(f"ruleplane_snat_flow_table_capacity {capacity}\n", metrics)
 
     def check_survives_sigkill(self, lab):
         ns, _ = lab.add_pod(1)

@@ -272,6 +272,7 @@ TEST_F(PrivilegedBpfSnatPortTest, AttachesFillsSurvivesRestartAndRemovesWhatItCr
     ASSERT_TRUE(maps.ok()) << maps.status();
     EXPECT_TRUE(maps->egress[0].live && maps->egress[1].live);
     EXPECT_FALSE(maps->egress[2].live);
+    EXPECT_EQ(maps->flow_capacity, Plan().max_flows);
 
     // "Restart": a new port adopts the pins and replaces the filters.
     kernel::bpf::BpfSnatPort port(Options());

@@ -360,6 +360,11 @@ int Snat() {
   absl::PrintF("settings:       %s\n", r.settings());
   absl::PrintF("translations:   %d (capacity %d per destination and egress address)\n", r.translations(),
                r.port_capacity());
+  if (r.flow_table_capacity() > 0) {
+    absl::PrintF("flow table:     %d of %d (%.0f%%; when full, new flows evict the least recently used: raise "
+                 "snat_bpf_max_flows)\n",
+                 r.translations(), r.flow_table_capacity(), 100.0 * r.translations() / r.flow_table_capacity());
+  }
   absl::PrintF("failovers:      %d (steered destinations %d, exhausted %d)\n", r.failovers(),
                r.steered_destinations(), r.exhausted_destinations());
   if (!r.error().empty()) absl::PrintF("WARNING:        %s\n", r.error());

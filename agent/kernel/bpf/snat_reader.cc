@@ -79,6 +79,10 @@ absl::StatusOr<SnatMapsSnapshot> ReadPinnedSnatMaps(const std::string& pin_dir) 
   ASSIGN_OR_RETURN(UniqueFd cfg, OpenPin(pin_dir, "ruleplane_cfg"));
 
   RETURN_IF_ERROR(ReadTranslations(rnat.get(), out.translations));
+  bpf_map_info info{};
+  uint32_t info_len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(rnat.get(), &info, &info_len) != 0) return BpfError(errno, "query ruleplane_rnat");
+  out.flow_capacity = info.max_entries;
 
   for (uint32_t r = 0; r < RP_REASON_SLOTS; ++r) {
     RETURN_IF_ERROR(ReadPerCpu<uint64_t>(rsn.get(), r, "ruleplane_rsn", [&](uint64_t v) { out.reasons[r] += v; }));

@@ -20,6 +20,9 @@ struct SnatMapsSnapshot {
   // Keys of ruleplane_rnat: one per live translation (egress address,
   // egress port, remote address, remote port, protocol).
   std::vector<rp_rnat_key> translations;
+  // max_entries of ruleplane_rnat: once `translations` reaches it, each new
+  // flow evicts the least recently used one.
+  uint32_t flow_capacity = 0;
   ReasonCounters reasons{};
   std::vector<EgressUsage> egress;  // every slot, summed over CPUs
 };
