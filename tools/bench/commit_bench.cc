@@ -1156,21 +1156,19 @@ int RunCommit() {
                       ", \"exec_count\": ", lat->exec_ms.size(),
                       ", \"exec_p50_ms\": ", JsonNumber(Percentile(lat->exec_ms, 50)), "}");
     }
-    absl::StrAppend(&o, ",\n  \"info\": [\n");
-    for (size_t i = 0; i < infos.size(); ++i) {
-      const Target& t = infos[i];
-      absl::StrAppend(&o, "    {\"name\": ", JsonString(t.name), ", \"value\": ", JsonNumber(t.value),
-                      ", \"limit\": ", JsonNumber(t.limit), ", \"pass\": ", t.pass ? "true" : "false",
-                      ", \"line\": ", JsonString(t.line), "}", i + 1 < infos.size() ? ",\n" : "\n");
-    }
-    absl::StrAppend(&o, "  ],\n  \"targets\": [\n");
-    for (size_t i = 0; i < targets.size(); ++i) {
-      const Target& t = targets[i];
-      absl::StrAppend(&o, "    {\"name\": ", JsonString(t.name), ", \"value\": ", JsonNumber(t.value),
-                      ", \"limit\": ", JsonNumber(t.limit), ", \"pass\": ", t.pass ? "true" : "false",
-                      ", \"line\": ", JsonString(t.line), "}", i + 1 < targets.size() ? ",\n" : "\n");
-    }
-    absl::StrAppend(&o, "  ]\n}\n");
+    auto append_targets = [&o](const char* key, const std::vector<Target>& list) {
+      absl::StrAppend(&o, ",\n  \"", key, "\": [\n");
+      for (size_t i = 0; i < list.size(); ++i) {
+        const Target& t = list[i];
+        absl::StrAppend(&o, "    {\"name\": ", JsonString(t.name), ", \"value\": ", JsonNumber(t.value),
+                        ", \"limit\": ", JsonNumber(t.limit), ", \"pass\": ", t.pass ? "true" : "false",
+                        ", \"line\": ", JsonString(t.line), "}", i + 1 < list.size() ? ",\n" : "\n");
+      }
+      absl::StrAppend(&o, "  ]");
+    };
+    append_targets("info", infos);
+    append_targets("targets", targets);
+    absl::StrAppend(&o, "\n}\n");
     std::fputs(o.c_str(), stdout);
     return 0;
   }

@@ -122,7 +122,7 @@ bool IsFlowMap(const bpf_map* map) {
 // adopted at its size (resizing would drop every translation, breaking the
 // established flows a restart must keep): `map` is resized to match and the
 // difference logged.
-absl::StatusOr<bool> CheckPinnedMapCompatible(bpf_map* map, const std::string& path) {
+absl::StatusOr<bool> MatchPinnedMap(bpf_map* map, const std::string& path) {
   UniqueFd fd(bpf_obj_get(path.c_str()));
   if (!fd.valid()) {
     const int err = errno;
@@ -205,7 +205,7 @@ absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgr
       // .rodata is per-load configuration: never shared with a predecessor.
       if (bpf_map__is_internal(map)) continue;
       const std::string path = absl::StrCat(options.pin_dir, "/", bpf_map__name(map));
-      ASSIGN_OR_RETURN(const bool exists, CheckPinnedMapCompatible(map, path));
+      ASSIGN_OR_RETURN(const bool exists, MatchPinnedMap(map, path));
       // At load, libbpf adopts the pinned map if present (bpf_map__reuse_fd)
       // and otherwise creates the map and pins it here.
       if (const int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {
