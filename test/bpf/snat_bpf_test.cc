@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <random>
 #include <set>
 #include <thread>
 #include <vector>
@@ -233,6 +234,50 @@ TEST_F(PrivilegedBpfSnatTest, UdpIsTranslatedBothWays) {
   EXPECT_TRUE(p.ip_checksum_ok);
   EXPECT_TRUE(p.l4_checksum_ok);
   EXPECT_EQ(p.l4_payload, Text("answer"));
+}
+
+// Checksums stay valid across addresses and ports whose one's complement
+// sums carry and wrap (the IPv4 checksum is updated in the program, the L4
+// one by the kernel's helper): TCP and UDP, both directions, egress addresses
+// from both ends of the address space, random pod ports and remotes.
+TEST_F(PrivilegedBpfSnatTest, ChecksumsStayValidForManyAddressesAndPorts) {
+  std::mt19937 rng(20261122);
+  const Ipv4Addr egress_addrs[] = {kEgress1, Ipv4Addr::FromOctets(223, 255, 255, 254), Ipv4Addr::FromOctets(1, 0, 0, 1)};
+  int checked = 0;
+  for (const Ipv4Addr egress : egress_addrs) {
+    Load(SnatConfig{}, {egress});
+    for (int i = 0; i < 300; ++i) {
+      const uint16_t pod_port = static_cast<uint16_t>(1 + rng() % 65535);
+      const uint16_t remote_port = static_cast<uint16_t>(1 + rng() % 65535);
+      // 11.0.0.0 - 200.255.255.255: outside the excluded 10.96.0.0/12.
+      const Ipv4Addr remote = Ipv4Addr::FromOctets(static_cast<uint8_t>(11 + rng() % 190), static_cast<uint8_t>(rng()),
+                                                   static_cast<uint8_t>(rng()), static_cast<uint8_t>(rng()));
+      const Ipv4Addr pod = (i % 2) ? kPod : kPod2;
+      const bool tcp = (i % 3) != 0;
+      const Bytes payload = Text(absl::StrCat("payload-", i));
+      const Bytes out_frame = tcp ? BuildTcp(pod, pod_port, remote, remote_port, payload, kTcpAck)
+                                  : BuildUdp(pod, pod_port, remote, remote_port, payload);
+      const TcRun out = Egress(out_frame);
+      ASSERT_EQ(out.verdict, TC_ACT_OK) << "flow " << i;
+      ASSERT_OK_AND_ASSIGN(const ParsedPacket sent, ParseFrame(out.out));
+      ASSERT_EQ(sent.src, egress);
+      ASSERT_TRUE(sent.ip_checksum_ok) << "egress flow " << i << " via " << egress.ToString();
+      ASSERT_TRUE(sent.l4_checksum_ok) << "egress flow " << i << " via " << egress.ToString();
+      ASSERT_EQ(sent.l4_payload, payload);
+
+      const Bytes reply = tcp ? BuildTcp(remote, remote_port, egress, sent.sport, payload, kTcpAck)
+                              : BuildUdp(remote, remote_port, egress, sent.sport, payload);
+      const TcRun in = Ingress(reply);
+      ASSERT_EQ(in.verdict, TC_ACT_OK) << "flow " << i;
+      ASSERT_OK_AND_ASSIGN(const ParsedPacket back, ParseFrame(in.out));
+      ASSERT_EQ(back.dst, pod);
+      ASSERT_EQ(back.dport, pod_port);
+      ASSERT_TRUE(back.ip_checksum_ok) << "ingress flow " << i << " via " << egress.ToString();
+      ASSERT_TRUE(back.l4_checksum_ok) << "ingress flow " << i << " via " << egress.ToString();
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 900);
 }
 
 // A UDP datagram sent without checksum (0) keeps "no checksum" both ways
