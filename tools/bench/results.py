@@ -141,13 +141,19 @@ def run_all(a, raw):
         a.build_abs = obj
     if not a.no_build:
         cmd = ["cmake", "--build", a.build_abs, "-j2", "--target", "ruleplane-agent", "ruleplane", "ruleplanectl",
-               "ruleplane-bench", "ruleplane-agent-bench", "connrate"]
+               "ruleplane-bench", "ruleplane-agent-bench", "connrate", "ruleplane-bpf-bench"]
         print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
         r = subprocess.run(cmd)
         if r.returncode != 0:
             raise SystemExit("results: build failed")
         meta["commands"].append(" ".join(rel(c) for c in cmd))
     meta["git"] = git_state(a.build_abs)
+    if a.only and old:
+        # The page keeps the full run's commit; the re-run sections name theirs.
+        meta["git"] = old[0].get("git", meta["git"])
+        meta["section_git"] = dict(old[0].get("section_git", {}))
+        for o in only:
+            meta["section_git"][o] = git_state(a.build_abs)
 
     def run(name, cmd, out):
         print("+ " + " ".join(shlex.quote(c) for c in cmd), file=sys.stderr, flush=True)
@@ -209,6 +215,19 @@ def run_all(a, raw):
         p = os.path.join(raw, "snat.json")
         run("snat_bench", [py, os.path.join(BENCH, "snat_bench.py")] + b +
             ["--rounds", "3" if a.quick else "7", "--json", p], p)
+        # The programs' own cost per packet, path by path (BPF_PROG_TEST_RUN).
+        prog = os.path.join(a.build_abs, "tools", "ruleplane-bpf-bench")
+        p = os.path.join(raw, "snatprog.json")
+        cmd = [prog, "--json"] + (["--rounds", "3"] if a.quick else [])
+        t0 = time.monotonic()
+        with open(p + ".tmp", "w") as out, open(p + ".log", "w") as log:
+            r = subprocess.run(cmd, stdout=out, stderr=log)
+        meta.setdefault("durations_s", {})["snatprog.json"] = round(time.monotonic() - t0, 1)
+        meta["commands"].append(" ".join(rel(c) for c in cmd) + " > RAW/snatprog.json")
+        if r.returncode == 0:
+            os.replace(p + ".tmp", p)
+        else:
+            print(f"results: ruleplane-bpf-bench exited {r.returncode}", file=sys.stderr)
     meta["machine_after"] = machine()
     meta["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     benchlib.write_json(os.path.join(raw, "meta.json"), meta)
@@ -599,7 +618,7 @@ def commit_section(c, lines, svgs):
     lines.append("\n![commit throughput](benchmarks/commit-throughput.svg)\n")
 
 
-def snat_section(sn, lines):
+def snat_section(sn, lines, prog=()):
     if not sn:
         lines.append("Not in this run (`--only` left out `snat`).\n")
         return
@@ -634,6 +653,24 @@ def snat_section(sn, lines):
                      f"new connections **{'PASS' if oc else 'MISS'}**")
         lines.append(f"- bpf ÷ no-nat: throughput {tg:.3f} (target ≥ 0.98) **{'PASS' if tg >= 0.98 else 'MISS'}**, "
                      f"new connections {tc:.3f} (target ≥ 0.95) **{'PASS' if tc >= 0.95 else 'MISS'}**")
+        # Rounds run bpf and no-nat minutes apart at most, so a round's pair
+        # shares the machine's load of the moment; their ratio per round is
+        # the less noisy view (the verdict above stays on the medians).
+        pg = [b / a for a, b in zip(res["no-nat"]["gbit"], res["bpf"]["gbit"]) if a]
+        pc = [b / a for a, b in zip(res["no-nat"]["conn_s"], res["bpf"]["conn_s"]) if a]
+        progs = res["bpf"].get("prog", {})
+        if progs:
+            per_conn = sum(med(st["ns_per_run"]) * med(st["runs_per_conn"]) for st in progs.values()) / 1000
+            lines.append("- the bpf programs in the kernel during the connection phase (`kernel.bpf_stats_enabled`, "
+                         "run_time_ns ÷ run_cnt, caches as they are under this load): " + ", ".join(
+                             f"{name} {spread(st['ns_per_run'], lambda x: f'{x:.0f}')} ns per packet × "
+                             f"{med(st['runs_per_conn']):.1f} packets per connection"
+                             for name, st in sorted(progs.items()))
+                         + f"; {per_conn:.1f} µs per connection in all")
+        if pg and pc:
+            lines.append(f"- the same ratio taken per round (bpf ÷ no-nat of the same round), median [min–max]: "
+                         f"throughput {spread(pg, lambda x: f'{x:.3f}')}, new connections "
+                         f"{spread(pc, lambda x: f'{x:.3f}')}")
         lines.append("- SYN retransmits: each is a connection that waited the 1 s initial retransmission timeout. "
                      "With conntrack NAT and a random source port per flow (`fully-random`, nftables backend and "
                      "`MASQUERADE --random-fully` alike), a new flow can be given a port whose tuple the server "
@@ -664,6 +701,19 @@ def snat_section(sn, lines):
                              f"({min(ga):.2f}–{max(ga):.2f} vs {min(gb):.2f}–{max(gb):.2f} Gbit/s): one bulk TCP "
                              f"stream of 64 KB GSO packets pays the per-packet NAT cost rarely, and the run-to-run "
                              f"noise on this machine is larger than the difference.")
+        lines.append("")
+    if prog:
+        pr = prog[0]
+        lines.append(f"What the tc programs themselves cost per packet (`ruleplane-bpf-bench`, BPF_PROG_TEST_RUN, one "
+                     f"packet per run, median of {pr['rounds']} rounds × {pr['samples']} runs; net = minus a "
+                     f"two-instruction program measured the same way, {pr['baseline_ns']} ns). Caches are warm "
+                     f"(the same few flows back to back), so these are floors: on a busy node a flow's map entries "
+                     f"are cold. {pr['pods']} pods, {pr['max_flows']} flow entries per map.\n")
+        lines.append("| path | median ns | p90 ns | net ns | what |")
+        lines.append("|---|---|---|---|---|")
+        for x in pr["paths"]:
+            lines.append(f"| {x['name']} | {x['median_ns']} | {x['p90_ns']} | {x['net_ns']} | {x['what']}"
+                         + (f" ({x['wrong_verdicts']} took another path)" if x["wrong_verdicts"] else "") + " |")
         lines.append("")
 
 
@@ -743,6 +793,11 @@ def render(raw, out_md, a):
              f" ({meta.get('git', {}).get('source', '?')})"
              + (f" (working tree also had uncommitted changes by others in: {', '.join(meta['git']['dirty'][:12])})"
                 if meta.get("git", {}).get("dirty") else "") + ".\n")
+    moved = {k: v for k, v in meta.get("section_git", {}).items() if v.get("head") != meta.get("git", {}).get("head")}
+    if moved:
+        L.append("Sections re-run later with other binaries: " + "; ".join(
+            f"{k} from commit `{v.get('head', '?')}` ({v.get('source', '?')})" for k, v in sorted(moved.items()))
+            + ".\n")
     label = ("**Reduced configuration** (`--quick`: fewer pods per phase and shorter bounds; the N values are the "
              "full ones)" if quick else "Full configuration")
     L.append(f"{label}; {meta.get('runs', len(cont))} run(s) of the contention and plugin benchmarks.\n")
@@ -763,7 +818,8 @@ def render(raw, out_md, a):
         # binaries; the page as a whole comes from both commands.
         reruns = meta.get("reruns") or [inv]
         L.append("```sh\nsudo tools/setup.sh\n" + full + "\n" + "\n".join(reruns) + "\n```\n")
-        L.append(f"(the later commands re-ran {', '.join(meta['partial'])} with the same binaries)\n")
+        L.append(f"(the later commands re-ran {', '.join(meta['partial'])}"
+                 + (" with the binaries named above)\n" if moved else " with the same binaries)\n"))
     else:
         L.append(f"```sh\nsudo tools/setup.sh\n{inv}\n```\n")
     L.append("which ran, in order (RAW = docs/benchmarks/raw):\n")
@@ -802,7 +858,7 @@ def render(raw, out_md, a):
     L.append("`tools/bench/startup.py` with `ruleplane-agent-bench` (load generator and start timer).\n")
     startup_section(st[0] if st else None, L, svgs)
     L.append("### SNAT data path (issue 4)\n")
-    snat_section(load(raw, "snat.json"), L)
+    snat_section(load(raw, "snat.json"), L, load(raw, "snatprog.json"))
     L.append("## Caveats\n")
     L.append("- 2 shared CPUs: the restore loop keeps one CPU busy (pinned there unless `--pin off`), and other "
              "engineers' builds may take CPU from anything; compare every chain with the floor chain of the same run "

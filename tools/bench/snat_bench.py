@@ -209,6 +209,21 @@ class Bench:
         except ValueError:
             return None
 
+    def bpf_prog_stats(self):
+        """{program name: (run_cnt, run_time_ns)} of the tc programs on the
+        node's egress interface (the kernel counts them while
+        kernel.bpf_stats_enabled is 1), or {} when none is attached."""
+        r = sh("bpftool", "net", "show", "dev", "eth-out", "-j", ns=self.node, check=False)
+        try:
+            ids = [(p["name"], p["id"]) for e in json.loads(r.stdout) for p in e.get("tc", [])]
+        except (ValueError, KeyError, TypeError):
+            return {}
+        out = {}
+        for name, pid in ids:
+            info = json.loads(sh("bpftool", "prog", "show", "id", str(pid), "-j").stdout)
+            out[info.get("name", name)] = (info.get("run_cnt", 0), info.get("run_time_ns", 0))
+        return out
+
     def agent_cpu_s(self):
         """User + system CPU seconds the agent has used so far."""
         with open(f"/proc/{self.agent.pid}/stat") as f:
@@ -227,7 +242,19 @@ class Bench:
                 self.check_source(v)
                 g = self.throughput()
                 cpu0, syn0 = self.agent_cpu_s(), self.syn_retrans()
+                prog0 = self.bpf_prog_stats() if v == "bpf" else {}
                 c, failed = self.conn_rate()
+                if v == "bpf":
+                    # What the programs cost in the kernel, caches as they
+                    # are under this load: ns per run, runs per connection.
+                    prog1 = self.bpf_prog_stats()
+                    for name, (n1, t1) in prog1.items():
+                        n0, t0 = prog0.get(name, (0, 0))
+                        if n1 > n0:
+                            st = results[v].setdefault("prog", {}).setdefault(
+                                name, {"ns_per_run": [], "runs_per_conn": []})
+                            st["ns_per_run"].append((t1 - t0) / (n1 - n0))
+                            st["runs_per_conn"].append((n1 - n0) / self.args.count)
                 results[v]["syn_retrans"].append(self.syn_retrans() - syn0)
                 results[v]["agent_cpu_ms_per_1k_conns"].append(
                     (self.agent_cpu_s() - cpu0) * 1e3 / (self.args.count / 1000))
@@ -267,12 +294,26 @@ def main():
     if os.geteuid() != 0:
         sys.exit("snat_bench: needs root (network namespaces, nftables, bpf, iptables-legacy)")
     bench = Bench(args)
+    # Per-program run time for the bpf variant (bpftool prog show run_time_ns).
+    # A global switch: it is put back as found on every exit path.
+    stats_path = "/proc/sys/kernel/bpf_stats_enabled"
     try:
+        with open(stats_path) as f:
+            stats_was = f.read().strip()
+    except OSError:
+        stats_was = None
+    try:
+        if stats_was is not None and "bpf" in args.variants:
+            with open(stats_path, "w") as f:
+                f.write("1")
         bench.setup()
         ts_per_port = bench.ts_offset_per_port()
         results = bench.run()
     finally:
         bench.close()
+        if stats_was is not None:
+            with open(stats_path, "w") as f:
+                f.write(stats_was)
     med = {v: (statistics.median(r["gbit"]), statistics.median(r["conn_s"])) for v, r in results.items()}
     spread = {v: (min(r["gbit"]), max(r["gbit"]), min(r["conn_s"]), max(r["conn_s"])) for v, r in results.items()}
     base_g, base_c = med["no-nat"]
@@ -291,6 +332,10 @@ def main():
     if "bpf" in med:
         print(f"bpf vs ceiling: throughput {med['bpf'][0] / base_g:.3f} (target 0.98), "
               f"new conns {med['bpf'][1] / base_c:.3f} (target 0.95)")
+    for name, st in sorted(results.get("bpf", {}).get("prog", {}).items()):
+        ns, runs = statistics.median(st["ns_per_run"]), statistics.median(st["runs_per_conn"])
+        print(f"bpf {name}: {ns:.0f} ns per packet, {runs:.1f} packets per connection "
+              f"({ns * runs / 1000:.2f} us per connection; kernel run_time_ns during the connection phase)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "results": results, "median": med,
