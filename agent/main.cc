@@ -85,6 +85,9 @@ ABSL_FLAG(bool, snat_fully_random, true, "random source port per translated flow
 ABSL_FLAG(bool, snat_ipv6, false, "translate IPv6 pods too (nftables mode)");
 ABSL_FLAG(std::string, snat_egress_ipv6_ips, "", "IP[,IP]: IPv6 egress addresses (the first is used)");
 ABSL_FLAG(std::string, bpf_pin_dir, "/sys/fs/bpf/ruleplane", "bpffs directory for the BPF maps (ours alone)");
+ABSL_FLAG(int32_t, grpc_poller_keepalive_ms, 400,
+          "0, or 1-900: in-process ping period that keeps gRPC's callback pollers awake, so a request after an "
+          "idle second is not held up to 100 ms (agent/api/poller_keeper.h); 0 turns it off");
 ABSL_FLAG(bool, exit_after_start, false,
           "converge the table, print it is ready and exit (for tests and node bootstrap)");
 
@@ -298,6 +301,14 @@ int Main() {
     std::fprintf(stderr, "ruleplane-agent: bad configuration: %s\n", std::string(cfg.status().message()).c_str());
     return 2;
   }
+  if (const int32_t ms = absl::GetFlag(FLAGS_grpc_poller_keepalive_ms); ms < 0 || ms > 900) {
+    // Checked before anything is touched (state dir, tables, pins).
+    std::fprintf(stderr,
+                 "ruleplane-agent: bad flag: --grpc_poller_keepalive_ms=%d: must be 0 (off) or 1-900 (below gRPC's "
+                 "1 s poll deadline)\n",
+                 ms);
+    return 2;
+  }
   if (absl::GetFlag(FLAGS_uninstall)) return RunUninstall(*cfg);
 
   // Signals are handled by sigwait on the main thread only; block them
@@ -445,6 +456,7 @@ int Main() {
       return 1;
     }
     api::ApiOptions api_opts;
+    api_opts.poller_keepalive = absl::Milliseconds(absl::GetFlag(FLAGS_grpc_poller_keepalive_ms));
     api_opts.socket_path = cfg->socket();
     api_opts.socket_gid = cfg->socket_gid();
     api_opts.mutation_uids.assign(cfg->mutation_uids().begin(), cfg->mutation_uids().end());

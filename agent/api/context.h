@@ -41,6 +41,9 @@ struct ApiOptions {
   bool table_owner = false;
   std::string version;
   int max_message_bytes = 4 << 20;
+  // Period of the PollerKeeper's in-process pings (poller_keeper.h); zero
+  // turns it off. Below gRPC's 1 s poll deadline or it does nothing.
+  absl::Duration poller_keepalive = absl::Milliseconds(400);
   // Latest SNAT statistics snapshot (GetSnatStats); unset = SNAT monitor
   // not running.
   std::function<std::optional<backend::SnatStats>()> snat_stats;

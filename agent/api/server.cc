@@ -6,6 +6,7 @@
 
 #include "agent/api/cni_service.h"
 #include "agent/api/diagnostics_service.h"
+#include "agent/api/poller_keeper.h"
 #include "agent/common/status_macros.h"
 #include "glog/logging.h"
 
@@ -19,6 +20,7 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(ApiOptions options, 
   s->read_port_ = std::move(read_port);
   ASSIGN_OR_RETURN(s->listener_, PeerListener::Bind(options.socket_path, options.socket_gid));
   const int max_message = options.max_message_bytes;
+  const absl::Duration keepalive = options.poller_keepalive;
   s->ctx_ = std::make_unique<ServiceContext>(std::move(options), engine, s->read_port_.get(), s->listener_.get());
   s->cni_ = std::make_unique<CniService>(s->ctx_.get());
   s->diagnostics_ = std::make_unique<DiagnosticsService>(s->ctx_.get());
@@ -35,6 +37,9 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(ApiOptions options, 
   if (!s->server_) return absl::InternalError("gRPC server failed to start");
   s->server_->GetHealthCheckService()->SetServingStatus(kHealthService, false);
   s->server_->GetHealthCheckService()->SetServingStatus("", false);
+  if (keepalive > absl::ZeroDuration()) {
+    s->keeper_ = std::make_unique<PollerKeeper>(s->server_->InProcessChannel(grpc::ChannelArguments()), keepalive);
+  }
   s->listener_->Serve(s->server_.get());
   LOG(INFO) << "gRPC serving on unix:" << s->listener_->path() << " (not ready yet)";
   return s;
@@ -52,6 +57,7 @@ void ApiServer::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   listener_.reset();  // stop accepting new connections first
+  if (keeper_) keeper_->Stop();  // its ping must not outlive the server
   // Open WatchTransactions streams would otherwise hold Shutdown() for its
   // whole grace period.
   if (ctx_ != nullptr && ctx_->options().commits != nullptr) ctx_->options().commits->Shutdown();

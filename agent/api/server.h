@@ -16,6 +16,7 @@ namespace ruleplane::api {
 
 class CniService;
 class DiagnosticsService;
+class PollerKeeper;
 
 class ApiServer {
  public:
@@ -29,6 +30,8 @@ class ApiServer {
   // Stops accepting, cancels in-flight calls after a short grace period.
   void Shutdown();
   ServiceContext* context() { return ctx_.get(); }
+  // Null when ApiOptions::poller_keepalive is zero.
+  const PollerKeeper* poller_keeper() const { return keeper_.get(); }
 
  private:
   ApiServer() = default;
@@ -38,6 +41,7 @@ class ApiServer {
   std::unique_ptr<CniService> cni_;
   std::unique_ptr<DiagnosticsService> diagnostics_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<PollerKeeper> keeper_;
   bool shut_down_ = false;
 };
 

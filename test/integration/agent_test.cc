@@ -336,6 +336,13 @@ TEST_F(PrivilegedAgentBadInputTest, BadValuesNameTheField) {
   r = RunAgent("--config=" + (dir_ / "c.json").string());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.error.find("dnat_priority"), std::string::npos) << r.error;
+  // Refused before the state dir or the table is touched.
+  std::filesystem::remove_all(dir_ / "state");
+  r = RunAgent("--grpc_poller_keepalive_ms=1000");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.error.find("grpc_poller_keepalive_ms"), std::string::npos) << r.error;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "state"));
+  EXPECT_NE(ns_->RunIn("nft list table inet ruleplane").exit_code, 0) << "nothing may be applied";
 }
 
 TEST_F(PrivilegedAgentBadInputTest, UnusableStateDirIsReported) {

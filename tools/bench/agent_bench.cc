@@ -17,6 +17,14 @@
 //       count (Diagnostics.GetStatus), pid. The agent is left running
 //       (--stop sends SIGTERM and waits for exit after measuring).
 //
+//   ruleplane-agent-bench gaps --socket=S [--gaps=0.5,1.0,1.05] [--repeats=5]
+//       For each repeat and each gap: stay idle for the gap, then open a new
+//       connection (as every CNI plugin exec does) and time a grpc.health.v1
+//       Check (service "ruleplane") from channel creation to the answer.
+//       Prints one JSON object: {"gaps_s": [...], "ms": [[per repeat]...]}.
+//       Shows a server that answers late after idle periods
+//       (tools/bench/idle_gap.py; agent/api/poller_keeper.h).
+//
 // The socket's stale file is the caller's to remove before `startup`: a
 // stale file would be connected to and refused, which only costs polls.
 #include <fcntl.h>
@@ -42,6 +50,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -61,6 +70,9 @@ ABSL_FLAG(std::string, netns, "", "startup: network namespace name (/run/netns/N
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(60), "startup: give up waiting for SERVING after this");
 ABSL_FLAG(absl::Duration, poll, absl::Milliseconds(1), "startup: health poll interval");
 ABSL_FLAG(absl::Duration, settle, absl::Seconds(1), "startup: second RSS reading this long after SERVING");
+ABSL_FLAG(std::vector<std::string>, gaps, std::vector<std::string>({"0.5", "1.0", "1.05"}),
+          "gaps: idle seconds before each call");
+ABSL_FLAG(int, repeats, 5, "gaps: rounds over all gaps");
 ABSL_FLAG(bool, stop, false, "startup: SIGTERM the agent after measuring and wait for it to exit");
 
 namespace {
@@ -239,13 +251,56 @@ int Startup(const std::vector<std::string>& argv) {
   return serving_ms >= 0 ? 0 : 1;
 }
 
+int Gaps() {
+  const std::string socket = absl::GetFlag(FLAGS_socket);
+  std::vector<double> gaps;
+  for (const std::string& g : absl::GetFlag(FLAGS_gaps)) {
+    double v = 0;
+    if (!absl::SimpleAtod(g, &v) || v < 0 || v > 60) {
+      std::fprintf(stderr, "gaps: bad gap \"%s\" (seconds, 0-60)\n", g.c_str());
+      return 2;
+    }
+    gaps.push_back(v);
+  }
+  const int repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
+  std::vector<std::vector<double>> ms(gaps.size());
+  int failures = 0;
+  for (int r = 0; r < repeats; ++r) {
+    for (size_t i = 0; i < gaps.size(); ++i) {
+      absl::SleepFor(absl::Seconds(gaps[i]));
+      const absl::Time t0 = absl::Now();
+      auto stub = grpc::health::v1::Health::NewStub(Dial(socket));
+      grpc::ClientContext ctx;
+      Deadline(&ctx, absl::Seconds(5));
+      grpc::health::v1::HealthCheckRequest req;
+      req.set_service("ruleplane");
+      grpc::health::v1::HealthCheckResponse resp;
+      const grpc::Status st = stub->Check(&ctx, req, &resp);
+      if (!st.ok()) ++failures;
+      ms[i].push_back(absl::ToDoubleMilliseconds(absl::Now() - t0));
+    }
+  }
+  std::string out = "{\"gaps_s\": [";
+  for (size_t i = 0; i < gaps.size(); ++i) absl::StrAppendFormat(&out, "%s%g", i ? ", " : "", gaps[i]);
+  out += "], \"ms\": [";
+  for (size_t i = 0; i < gaps.size(); ++i) {
+    out += i ? ", [" : "[";
+    for (size_t j = 0; j < ms[i].size(); ++j) absl::StrAppendFormat(&out, "%s%.3f", j ? ", " : "", ms[i][j]);
+    out += "]";
+  }
+  absl::StrAppendFormat(&out, "], \"failures\": %d}\n", failures);
+  std::fputs(out.c_str(), stdout);
+  return failures == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "agent scale benchmark helpers\n"
       "  ruleplane-agent-bench load --socket=S --n=N [--concurrency=64] [--prefix=p]\n"
-      "  ruleplane-agent-bench startup --socket=S [--netns=NAME] [--stop] -- AGENT ARGS...");
+      "  ruleplane-agent-bench startup --socket=S [--netns=NAME] [--stop] -- AGENT ARGS...\n"
+      "  ruleplane-agent-bench gaps --socket=S [--gaps=0.5,1.0,1.05] [--repeats=5]");
   // Everything after "--" is the agent's command line, untouched.
   std::vector<std::string> agent;
   int ours = argc;
@@ -258,11 +313,12 @@ int main(int argc, char** argv) {
   }
   std::vector<char*> positional = absl::ParseCommandLine(ours, argv);
   if (positional.size() != 2) {
-    std::fprintf(stderr, "usage: ruleplane-agent-bench load|startup [flags] (see --help)\n");
+    std::fprintf(stderr, "usage: ruleplane-agent-bench load|startup|gaps [flags] (see --help)\n");
     return 2;
   }
   const std::string cmd = positional[1];
   if (cmd == "load") return Load();
+  if (cmd == "gaps") return Gaps();
   if (cmd == "startup") {
     if (agent.empty()) {
       std::fprintf(stderr, "startup: give the agent command after --\n");

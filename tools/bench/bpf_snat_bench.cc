@@ -203,6 +203,18 @@ int Run() {
   Path room{"egress_new_flow", "pod SYN, new flow, maps with room", true, TC_ACT_OK, {}, {}, {}, 0};
   Path full{"egress_new_flow_full", "pod SYN, new flow, maps full (LRU evicts)", true, TC_ACT_OK, {}, {}, {}, 0};
   std::vector<int64_t> base_medians;
+  // One round of `n` new flows into `path`.
+  auto new_flows = [&](Path& path, int n) {
+    std::vector<int64_t> nv;
+    for (int i = 0; i < n; ++i) {
+      const Sample s = RunOnce(egress_fd, new_syn(), scratch);
+      if (s.ns < 0) continue;
+      if (s.verdict != path.want_verdict) ++path.wrong_verdicts;
+      nv.push_back(s.ns);
+    }
+    path.round_medians.push_back(Median(nv));
+    path.p90s.push_back(Percentile(nv, 0.9));
+  };
 
   const uint64_t room_budget = std::max<uint64_t>(1, max_flows / 2 - static_cast<uint32_t>(pods));
   const int new_per_round = static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(samples), room_budget / static_cast<uint64_t>(rounds)));
@@ -226,29 +238,11 @@ int Run() {
       paths[p].p90s.push_back(Percentile(v[p], 0.9));
     }
     // New flows into half-empty maps (bounded so they stay below half full).
-    std::vector<int64_t> nv;
-    for (int i = 0; i < new_per_round; ++i) {
-      const Sample s = RunOnce(egress_fd, new_syn(), scratch);
-      if (s.ns < 0) continue;
-      if (s.verdict != room.want_verdict) ++room.wrong_verdicts;
-      nv.push_back(s.ns);
-    }
-    room.round_medians.push_back(Median(nv));
-    room.p90s.push_back(Percentile(nv, 0.9));
+    new_flows(room, new_per_round);
   }
   // Fill the maps, then measure new flows that each evict one.
   while (next_flow < max_flows + max_flows / 4) RunOnce(egress_fd, new_syn(), scratch);
-  for (int r = 0; r < rounds; ++r) {
-    std::vector<int64_t> nv;
-    for (int i = 0; i < samples; ++i) {
-      const Sample s = RunOnce(egress_fd, new_syn(), scratch);
-      if (s.ns < 0) continue;
-      if (s.verdict != full.want_verdict) ++full.wrong_verdicts;
-      nv.push_back(s.ns);
-    }
-    full.round_medians.push_back(Median(nv));
-    full.p90s.push_back(Percentile(nv, 0.9));
-  }
+  for (int r = 0; r < rounds; ++r) new_flows(full, samples);
   paths.push_back(std::move(room));
   paths.push_back(std::move(full));
 

@@ -102,10 +102,10 @@ def git_state(build):
 
 def run_all(a, raw):
     os.makedirs(raw, exist_ok=True)
-    only = set(a.only.split(",")) if a.only else {"contention", "pluginchurn", "floorchurn", "plugin", "startup",
-                                                  "commit", "snat"}
+    only = set(a.only.split(",")) if a.only else {"contention", "pluginchurn", "floorchurn", "plugin", "idlegap",
+                                                  "startup", "commit", "snat"}
     prefixes = {"contention": "contention-", "plugin": "plugin-", "startup": "startup", "commit": "commit",
-                "snat": "snat", "pluginchurn": "pluginchurn", "floorchurn": "floorchurn"}
+                "snat": "snat", "pluginchurn": "pluginchurn", "floorchurn": "floorchurn", "idlegap": "idlegap"}
     for f in glob.glob(os.path.join(raw, "*.json*")):
         if any(os.path.basename(f).startswith(prefixes[o]) for o in only):
             os.unlink(f)
@@ -166,6 +166,20 @@ def run_all(a, raw):
             print(f"results: {name} exited {r.returncode} (see {out}.log)", file=sys.stderr)
         return r.returncode
 
+    def run_stdout(name, cmd, out):
+        """A tool that prints its JSON on stdout: the file is kept only if it
+        exits 0 (a half-written one would render as data)."""
+        print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        with open(out + ".tmp", "w") as f, open(out + ".log", "w") as log:
+            r = subprocess.run(cmd, stdout=f, stderr=log)
+        meta.setdefault("durations_s", {})[os.path.basename(out)] = round(time.monotonic() - t0, 1)
+        meta["commands"].append(" ".join(rel(c) for c in cmd) + f" > RAW/{os.path.basename(out)}")
+        if r.returncode == 0:
+            os.replace(out + ".tmp", out)
+        else:
+            print(f"results: {name} exited {r.returncode} (see {out}.log)", file=sys.stderr)
+
     py = sys.executable
     b = ["--build", a.build_abs]
     for i in range(1, a.runs + 1):
@@ -190,6 +204,10 @@ def run_all(a, raw):
             p = os.path.join(raw, f"floorchurn-{i}.json")
             run("floor_under_churn", [py, os.path.join(BENCH, "floor_under_churn.py"), "--adds",
                                       "40" if a.quick else "100"] + trace + ["--json", p], p)
+    if "idlegap" in only:
+        p = os.path.join(raw, "idlegap.json")
+        run("idle_gap", [py, os.path.join(BENCH, "idle_gap.py")] + b +
+            ["--repeats", "3" if a.quick else "6", "--json", p], p)
     if "startup" in only:
         p = os.path.join(raw, "startup.json")
         sizes = "0,1000,10000" if a.quick else "0,1000,10000,100000"
@@ -201,16 +219,7 @@ def run_all(a, raw):
         if a.quick:
             cmd += ["--sizes=1000,10000", "--concurrency=1,16,128", "--max-per-producer=1000",
                     "--exec-baseline-n=200", "--latency-set=10000"]
-        print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
-        t0 = time.monotonic()
-        with open(p + ".tmp", "w") as out, open(p + ".log", "w") as log:
-            r = subprocess.run(cmd, stdout=out, stderr=log)
-        meta.setdefault("durations_s", {})["commit.json"] = round(time.monotonic() - t0, 1)
-        meta["commands"].append(" ".join(rel(c) for c in cmd) + " > RAW/commit.json")
-        if r.returncode == 0:
-            os.replace(p + ".tmp", p)
-        else:
-            print(f"results: ruleplane-bench exited {r.returncode}", file=sys.stderr)
+        run_stdout("ruleplane-bench", cmd, p)
     if "snat" in only:
         p = os.path.join(raw, "snat.json")
         run("snat_bench", [py, os.path.join(BENCH, "snat_bench.py")] + b +
@@ -218,16 +227,7 @@ def run_all(a, raw):
         # The programs' own cost per packet, path by path (BPF_PROG_TEST_RUN).
         prog = os.path.join(a.build_abs, "tools", "ruleplane-bpf-bench")
         p = os.path.join(raw, "snatprog.json")
-        cmd = [prog, "--json"] + (["--rounds", "3"] if a.quick else [])
-        t0 = time.monotonic()
-        with open(p + ".tmp", "w") as out, open(p + ".log", "w") as log:
-            r = subprocess.run(cmd, stdout=out, stderr=log)
-        meta.setdefault("durations_s", {})["snatprog.json"] = round(time.monotonic() - t0, 1)
-        meta["commands"].append(" ".join(rel(c) for c in cmd) + " > RAW/snatprog.json")
-        if r.returncode == 0:
-            os.replace(p + ".tmp", p)
-        else:
-            print(f"results: ruleplane-bpf-bench exited {r.returncode}", file=sys.stderr)
+        run_stdout("ruleplane-bpf-bench", [prog, "--json"] + (["--rounds", "3"] if a.quick else []), p)
     meta["machine_after"] = machine()
     meta["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     benchlib.write_json(os.path.join(raw, "meta.json"), meta)
@@ -497,6 +497,29 @@ def floorchurn_section(fcs, lines):
                           f"({ms / fc['churn']['adds']:.1f} ms per ADD; {idle_ms:.1f} ms idle), from "
                           f"`perf sched timehist`.")
     lines.append("")
+
+
+def idlegap_section(ig, lines):
+    if not ig:
+        lines.append("Not in this run (`--only` left out `idlegap`).\n")
+        return
+    ig = ig[0]
+    res = ig["results"]
+    lines.append("`tools/bench/idle_gap.py`: a `grpc.health.v1` Check on a fresh connection (as each plugin exec "
+                 "opens one) after the agent was idle for the gap, timed from channel creation to the answer "
+                 "(`ruleplane-agent-bench gaps`). The agent as shipped, and the same binary with "
+                 "`--grpc_poller_keepalive_ms=0` (the baseline, same run). gRPC 1.51's callback API runs every "
+                 "handler on a few threads that sleep 100 ms without polling after 1 s without events; the agent "
+                 "keeps one of them awake with an in-process ping every 400 ms (`agent/api/poller_keeper.h`). "
+                 f"{ig['args']['repeats']} calls per gap; ms, median [min–max].\n")
+    lines.append("| idle gap | agent as shipped | keeper off |")
+    lines.append("|---|---|---|")
+    for i, g in enumerate(res["keeper"]["gaps_s"]):
+        lines.append(f"| {g:.2f} s | {spread(res['keeper']['ms'][i], lambda x: f'{x:.1f}')} | "
+                     f"{spread(res['off']['ms'][i], lambda x: f'{x:.1f}')} |")
+    lines.append("")
+    lines.append(f"Calls slower than {ig['args']['slow_ms']:.0f} ms: as shipped {ig['slow']['keeper']} of "
+                 f"{ig['calls']}, keeper off {ig['slow']['off']} of {ig['calls']}.\n")
 
 
 def plugin_section(runs, tmpfs, lines, svgs):
@@ -851,6 +874,8 @@ def render(raw, out_md, a):
              "stdin), exec → exit, next to `/usr/lib/cni/host-local` with CNI_COMMAND=VERSION as the process floor, "
              "same run.\n")
     plugin_section(plug, tmpfs, L, svgs)
+    L.append("### A request after an idle second\n")
+    idlegap_section(load(raw, "idlegap.json"), L)
     L.append("## 3. Scale curves\n")
     L.append("### Commit throughput vs N and concurrency\n")
     commit_section(cm[0] if cm else None, L, svgs)
@@ -887,7 +912,7 @@ def main():
                     help="export HEAD with git archive into DIR/src, build it in DIR/obj and benchmark that "
                          "(the page then names an exact commit; uncommitted work in the tree is left out)")
     ap.add_argument("--only", default="",
-                    help="comma separated subset: contention,pluginchurn,floorchurn,plugin,startup,commit,snat")
+                    help="comma separated subset: contention,pluginchurn,floorchurn,plugin,idlegap,startup,commit,snat")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "benchmarks.md"))
     ap.add_argument("--from-raw", help="only render the page from this raw dir")
     a = ap.parse_args()
