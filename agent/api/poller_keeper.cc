@@ -27,27 +27,28 @@ PollerKeeper::~PollerKeeper() { Stop(); }
 
 void PollerKeeper::Stop() {
   {
-    absl::MutexLock lock(&mu_);
-    stop_ = true;
+    absl::MutexLock lock(&state_->mu);
+    state_->stop = true;
   }
   if (thread_.joinable()) thread_.join();
 }
 
 int64_t PollerKeeper::completed() const {
-  absl::MutexLock lock(&mu_);
-  return completed_;
+  absl::MutexLock lock(&state_->mu);
+  return state_->completed;
 }
 
 void PollerKeeper::Loop() {
-  absl::MutexLock lock(&mu_);
+  State& st = *state_;
+  absl::MutexLock lock(&st.mu);
   for (;;) {
     // Sleeps a period, or until Stop().
-    mu_.AwaitWithTimeout(absl::Condition(&stop_), period_);
-    if (stop_) break;
+    st.mu.AwaitWithTimeout(absl::Condition(&st.stop), period_);
+    if (st.stop) break;
     // One ping at a time: a slow answer (a busy agent) needs no more of them,
     // its pollers are awake anyway.
-    if (in_flight_) continue;
-    in_flight_ = true;
+    if (st.in_flight) continue;
+    st.in_flight = true;
     struct Ping {
       grpc::ClientContext ctx;
       grpc::ByteBuffer req;
@@ -56,20 +57,21 @@ void PollerKeeper::Loop() {
     auto* ping = new Ping;
     grpc::Slice empty("");
     ping->req = grpc::ByteBuffer(&empty, 1);
+    // Bounds the wait in Stop() should the server never answer.
     ping->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    mu_.Unlock();
+    st.mu.Unlock();
     stub_->UnaryCall(&ping->ctx, kHealthCheck, grpc::StubOptions(), &ping->req, &ping->resp,
-                     [this, ping](const grpc::Status&) {
+                     [state = state_, ping](const grpc::Status&) {
                        delete ping;
-                       absl::MutexLock done(&mu_);
-                       in_flight_ = false;
-                       ++completed_;
+                       absl::MutexLock done(&state->mu);
+                       state->in_flight = false;
+                       ++state->completed;
                      });
-    mu_.Lock();
+    st.mu.Lock();
   }
-  // The callback touches this object: wait for it before the thread ends.
-  mu_.Await(absl::Condition(
-      +[](bool* in_flight) { return !*in_flight; }, &in_flight_));
+  // The ping's ClientContext must not outlive the stub and channel: wait for
+  // its callback before the thread (and then the keeper) ends.
+  st.mu.Await(absl::Condition(+[](bool* in_flight) { return !*in_flight; }, &st.in_flight));
 }
 
 }  // namespace ruleplane::api

@@ -44,20 +44,26 @@ class PollerKeeper {
   PollerKeeper& operator=(const PollerKeeper&) = delete;
 
   // Stops the timer and waits for the ping in flight. Idempotent.
-  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+  void Stop();
   // Pings completed so far, answered or not (tests).
-  int64_t completed() const ABSL_LOCKS_EXCLUDED(mu_);
+  int64_t completed() const;
 
  private:
-  void Loop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Shared with the ping callbacks, which may still be unlocking it while
+  // Stop() returns: it lives as long as the last of them.
+  struct State {
+    absl::Mutex mu;
+    bool stop ABSL_GUARDED_BY(mu) = false;
+    bool in_flight ABSL_GUARDED_BY(mu) = false;
+    int64_t completed ABSL_GUARDED_BY(mu) = 0;
+  };
+
+  void Loop();
 
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::GenericStub> stub_;
   const absl::Duration period_;
-  mutable absl::Mutex mu_;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  bool in_flight_ ABSL_GUARDED_BY(mu_) = false;
-  int64_t completed_ ABSL_GUARDED_BY(mu_) = 0;
+  const std::shared_ptr<State> state_ = std::make_shared<State>();
   std::thread thread_;
 };
 
