@@ -220,7 +220,11 @@ class Bench:
             return {}
         out = {}
         for name, pid in ids:
-            info = json.loads(sh("bpftool", "prog", "show", "id", str(pid), "-j").stdout)
+            r = sh("bpftool", "prog", "show", "id", str(pid), "-j", check=False)
+            try:
+                info = json.loads(r.stdout)
+            except ValueError:
+                continue  # detached between the two calls: no figure this round
             out[info.get("name", name)] = (info.get("run_cnt", 0), info.get("run_time_ns", 0))
         return out
 
