@@ -653,8 +653,10 @@ def snat_section(sn, lines, prog=()):
                  f"routes the pod subnet back, the ceiling; iptables: `iptables-legacy` MASQUERADE --random-fully with "
                  f"the agent's SNAT off). {args['rounds']} rounds, variant order rotated every round; TCP = one "
                  f"iperf3 stream for {args['seconds']} s; new connections = {args['count']} short connections "
-                 f"(connect, 1-byte request/response, close) from {args['parallel']} threads. Median over rounds "
-                 f"[min–max].\n")
+                 f"(connect, 1-byte request/response, close) from {args['parallel']} threads"
+                 + (f", per round in {args['chunks']} parts per variant interleaved in mirrored order "
+                    f"(A B C D D C B A) so drifting load reaches every variant alike"
+                    if args.get("chunks", 1) > 1 else "") + ". Median over rounds [min–max].\n")
     lines.append("| variant | TCP Gbit/s | ÷ no-nat | new conn/s | ÷ no-nat | failed connections | SYN retransmits per "
                  "run | agent CPU per 1000 connections |")
     lines.append("|---|---|---|---|---|---|---|---|")
