@@ -696,6 +696,12 @@ def snat_section(sn, lines, prog=()):
             lines.append(f"- the same ratio taken per round (bpf ÷ no-nat of the same round), median [min–max]: "
                          f"throughput {spread(pg, lambda x: f'{x:.3f}')}, new connections "
                          f"{spread(pc, lambda x: f'{x:.3f}')}")
+            straddle = [name for name, xs, t in (("throughput", pg, 0.98), ("new connections", pc, 0.95))
+                        if min(xs) < t <= max(xs)]
+            if straddle:
+                lines.append(f"- the per-round ratios of {' and '.join(straddle)} fall on both sides of the target, "
+                             f"so this run's PASS/MISS there is not stable on this machine: another run of the same "
+                             f"binaries can flip it. Judge by many rounds (e.g. several runs pooled), not by one page.")
         lines.append("- SYN retransmits: each is a connection that waited the 1 s initial retransmission timeout. "
                      "With conntrack NAT and a random source port per flow (`fully-random`, nftables backend and "
                      "`MASQUERADE --random-fully` alike), a new flow can be given a port whose tuple the server "
