@@ -248,36 +248,43 @@ class Bench:
             # Rotate the order every round so no variant always runs first
             # (or right after the same neighbour) on a busy machine.
             order = vs[rnd % len(vs):] + vs[:rnd % len(vs)]
+            acc = {v: {"conns": 0, "seconds": 0.0, "failed": 0, "syn": 0, "cpu_s": 0.0, "prog": {}} for v in order}
+
+            def connections(v):
+                a = acc[v]
+                cpu0, syn0 = self.agent_cpu_s(), self.syn_retrans()
+                prog0 = self.bpf_prog_stats() if v == "bpf" else {}
+                n, secs, failed = self.conn_rate(per_chunk)
+                if v == "bpf":
+                    # What the programs cost in the kernel, caches as they
+                    # are under this load.
+                    for name, (n1, t1) in self.bpf_prog_stats().items():
+                        n0, t0 = prog0.get(name, (0, 0))
+                        runs, ns = a["prog"].get(name, (0, 0))
+                        a["prog"][name] = (runs + n1 - n0, ns + t1 - t0)
+                a["syn"] += self.syn_retrans() - syn0
+                a["cpu_s"] += self.agent_cpu_s() - cpu0
+                a["conns"] += n
+                a["seconds"] += secs
+                a["failed"] += failed
+
             for v in order:
                 self.set_mode(v)
                 self.check_source(v)
                 results[v]["gbit"].append(self.throughput())
-            # New connections in --chunks parts per variant, the order
-            # mirrored every other pass (A B C D D C B A): a load that drifts
-            # during the round reaches every variant alike.
-            acc = {v: {"conns": 0, "seconds": 0.0, "failed": 0, "syn": 0, "cpu_s": 0.0, "prog": {}} for v in order}
-            for k in range(chunks):
-                for v in (order if k % 2 == 0 else order[::-1]):
-                    self.set_mode(v)
-                    a = acc[v]
-                    cpu0, syn0 = self.agent_cpu_s(), self.syn_retrans()
-                    prog0 = self.bpf_prog_stats() if v == "bpf" else {}
-                    n, secs, failed = self.conn_rate(per_chunk)
-                    if v == "bpf":
-                        # What the programs cost in the kernel, caches as
-                        # they are under this load.
-                        for name, (n1, t1) in self.bpf_prog_stats().items():
-                            n0, t0 = prog0.get(name, (0, 0))
-                            runs, ns = a["prog"].get(name, (0, 0))
-                            a["prog"][name] = (runs + n1 - n0, ns + t1 - t0)
-                    a["syn"] += self.syn_retrans() - syn0
-                    a["cpu_s"] += self.agent_cpu_s() - cpu0
-                    a["conns"] += n
-                    a["seconds"] += secs
-                    a["failed"] += failed
+                if chunks == 1:
+                    connections(v)  # right after its own throughput run
+            if chunks > 1:
+                # The connections in --chunks parts per variant, the order
+                # mirrored every other pass (A B C D D C B A): a load that
+                # drifts during the round reaches every variant alike.
+                for k in range(chunks):
+                    for v in (order if k % 2 == 0 else order[::-1]):
+                        self.set_mode(v)
+                        connections(v)
             for v in order:
                 a = acc[v]
-                c = a["conns"] / a["seconds"] if a["seconds"] > 0 else 0.0
+                c = (a["conns"] - a["failed"]) / a["seconds"] if a["seconds"] > 0 else 0.0
                 for name, (runs, ns) in a["prog"].items():
                     if runs > 0:
                         st = results[v].setdefault("prog", {}).setdefault(name, {"ns_per_run": [], "runs_per_conn": []})
