@@ -314,7 +314,9 @@ class SnatTest(LabTestCase):
         # A persistent connection: saturation stats see it on the egress address.
         c = lab.client(ns)
         self.assertEqual(c.open(), (0, NODE_IP))
-        stats = wait_for(lambda: (s := lab.snat_stats()) and s.get("translations") and s, what="snat translations")
+        # The counts are JSON strings (int64): "0" is truthy, so compare numbers.
+        stats = wait_for(lambda: (s := lab.snat_stats()) and int(s.get("translations") or 0) >= 1 and s,
+                         what="snat translations")
         egress = {e["address"]: e for e in stats["egress"]}
         self.assertGreaterEqual(int(egress[NODE_IP].get("translations", 0)), 1, stats)
         busiest = stats["busiest"][0]
