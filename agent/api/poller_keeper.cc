@@ -19,7 +19,7 @@ constexpr char kHealthCheck[] = "/grpc.health.v1.Health/Check";
 }  // namespace
 
 PollerKeeper::PollerKeeper(std::shared_ptr<grpc::Channel> channel, absl::Duration period)
-    : channel_(std::move(channel)), stub_(std::make_unique<grpc::GenericStub>(channel_)), period_(period) {
+    : stub_(std::make_unique<grpc::GenericStub>(std::move(channel))), period_(period) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -69,8 +69,8 @@ void PollerKeeper::Loop() {
                      });
     st.mu.Lock();
   }
-  // The ping's ClientContext must not outlive the stub and channel: wait for
-  // its callback before the thread (and then the keeper) ends.
+  // The ping's ClientContext must not outlive the stub (and its channel):
+  // wait for its callback before the thread (and then the keeper) ends.
   st.mu.Await(absl::Condition(+[](bool* in_flight) { return !*in_flight; }, &st.in_flight));
 }
 

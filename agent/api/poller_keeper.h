@@ -60,8 +60,7 @@ class PollerKeeper {
 
   void Loop();
 
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<grpc::GenericStub> stub_;
+  std::unique_ptr<grpc::GenericStub> stub_;  // holds the channel
   const absl::Duration period_;
   const std::shared_ptr<State> state_ = std::make_shared<State>();
   std::thread thread_;

@@ -30,8 +30,6 @@ class ApiServer {
   // Stops accepting, cancels in-flight calls after a short grace period.
   void Shutdown();
   ServiceContext* context() { return ctx_.get(); }
-  // Null when ApiOptions::poller_keepalive is zero.
-  const PollerKeeper* poller_keeper() const { return keeper_.get(); }
 
  private:
   ApiServer() = default;
@@ -41,7 +39,7 @@ class ApiServer {
   std::unique_ptr<CniService> cni_;
   std::unique_ptr<DiagnosticsService> diagnostics_;
   std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<PollerKeeper> keeper_;
+  std::unique_ptr<PollerKeeper> keeper_;  // null when ApiOptions::poller_keepalive is zero
   bool shut_down_ = false;
 };
 

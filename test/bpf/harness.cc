@@ -74,6 +74,7 @@ absl::StatusOr<TcRun> RunTc(int prog_fd, const Bytes& frame) {
     return BpfError(err, absl::StrCat("BPF_PROG_TEST_RUN prog fd ", prog_fd));
   }
   run.verdict = static_cast<int>(opts.retval);
+  run.duration_ns = opts.duration;
   run.out.resize(opts.data_size_out);
   return run;
 }

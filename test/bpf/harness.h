@@ -23,8 +23,9 @@ std::string MissingBpfPrivileges();
 std::string MissingSysAdmin();
 
 struct TcRun {
-  int verdict = 0;  // TC_ACT_*
-  Bytes out;        // the packet after the program
+  int verdict = 0;           // TC_ACT_*
+  Bytes out;                 // the packet after the program
+  uint32_t duration_ns = 0;  // the program's run time, as the kernel measured it
 };
 
 // Runs a SCHED_CLS program once on `frame` (BPF_PROG_TEST_RUN).

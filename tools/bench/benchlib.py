@@ -127,6 +127,19 @@ def bounded_exec(argv, env, stdin=b"", deadline=None, capture=True):
 
 # ---------------------------------------------------------------- netns
 
+def wait_healthy(ctl, sock, proc=None, tries=200, interval=0.05):
+    """Polls `ruleplanectl health` on the agent's socket until it answers
+    SERVING: True then; False after `tries` polls, or as soon as `proc` (the
+    agent's Popen, when given) has exited."""
+    for _ in range(tries):
+        if subprocess.run([ctl, f"--socket={sock}", "--timeout=300ms", "health"], capture_output=True).returncode == 0:
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(interval)
+    return False
+
+
 def netns_add(name):
     subprocess.run(["ip", "netns", "add", name], check=True)
     subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -78,24 +79,12 @@ absl::StatusOr<UniqueFd> LoadBaseline() {
   return UniqueFd(fd);
 }
 
-// One test run; the kernel's run time in ns, or -1.
-struct Sample {
-  int64_t ns = -1;
-  int verdict = 0;
-};
-
-Sample RunOnce(int prog_fd, const Bytes& frame, Bytes& scratch) {
-  scratch.resize(frame.size() + 256);
-  bpf_test_run_opts opts{};
-  opts.sz = sizeof(opts);
-  opts.data_in = frame.data();
-  opts.data_size_in = static_cast<uint32_t>(frame.size());
-  opts.data_out = scratch.data();
-  opts.data_size_out = static_cast<uint32_t>(scratch.size());
-  opts.repeat = 1;
-  if (bpf_prog_test_run_opts(prog_fd, &opts) != 0) return {};
-  scratch.resize(opts.data_size_out);
-  return {static_cast<int64_t>(opts.duration), static_cast<int>(opts.retval)};
+// One test run of `frame` (the bpf test tier's RunTc); nullopt when the
+// kernel refused it, which the caller skips as a sample.
+std::optional<testing::TcRun> RunOnce(int prog_fd, const Bytes& frame) {
+  auto run = testing::RunTc(prog_fd, frame);
+  if (!run.ok()) return std::nullopt;
+  return *std::move(run);
 }
 
 int64_t Median(std::vector<int64_t> v) {
@@ -163,7 +152,6 @@ int Run() {
   }
   const int egress_fd = (*prog)->egress_prog_fd();
   const int ingress_fd = (*prog)->ingress_prog_fd();
-  Bytes scratch;
 
   // Established flows: one per pod (pod port 40000 -> kRemote:443), primed by
   // a SYN; the ingress frames are their replies to the translated port.
@@ -171,10 +159,11 @@ int Run() {
   const std::vector<uint8_t> payload(64, 'x');
   for (int i = 0; i < pods; ++i) {
     const Bytes syn = testing::BuildTcp(Pod(i), 40000, kRemote, 443);
-    const Sample s = RunOnce(egress_fd, syn, scratch);
-    auto parsed = testing::ParseFrame(scratch);
-    if (s.verdict != TC_ACT_OK || !parsed.ok()) {
-      std::fprintf(stderr, "ruleplane-bpf-bench: priming flow %d was not translated (verdict %d)\n", i, s.verdict);
+    const auto s = RunOnce(egress_fd, syn);
+    auto parsed = s ? testing::ParseFrame(s->out) : absl::StatusOr<testing::ParsedPacket>(absl::UnknownError("run"));
+    if (!s || s->verdict != TC_ACT_OK || !parsed.ok()) {
+      std::fprintf(stderr, "ruleplane-bpf-bench: priming flow %d was not translated (verdict %d)\n", i,
+                   s ? s->verdict : -1);
       return 1;
     }
     est_egress.push_back(testing::BuildTcp(Pod(i), 40000, kRemote, 443, payload, testing::kTcpAck));
@@ -207,10 +196,10 @@ int Run() {
   auto new_flows = [&](Path& path, int n) {
     std::vector<int64_t> nv;
     for (int i = 0; i < n; ++i) {
-      const Sample s = RunOnce(egress_fd, new_syn(), scratch);
-      if (s.ns < 0) continue;
-      if (s.verdict != path.want_verdict) ++path.wrong_verdicts;
-      nv.push_back(s.ns);
+      const auto s = RunOnce(egress_fd, new_syn());
+      if (!s) continue;
+      if (s->verdict != path.want_verdict) ++path.wrong_verdicts;
+      nv.push_back(s->duration_ns);
     }
     path.round_medians.push_back(Median(nv));
     path.p90s.push_back(Percentile(nv, 0.9));
@@ -224,13 +213,13 @@ int Run() {
     for (int i = 0; i < samples; ++i) {
       for (size_t p = 0; p < paths.size(); ++p) {
         Path& path = paths[p];
-        const Sample s = RunOnce(path.egress ? egress_fd : ingress_fd, path.frames[static_cast<size_t>(i) % path.frames.size()], scratch);
-        if (s.ns < 0) continue;
-        if (s.verdict != path.want_verdict) ++path.wrong_verdicts;
-        v[p].push_back(s.ns);
+        const auto s = RunOnce(path.egress ? egress_fd : ingress_fd,
+                               path.frames[static_cast<size_t>(i) % path.frames.size()]);
+        if (!s) continue;
+        if (s->verdict != path.want_verdict) ++path.wrong_verdicts;
+        v[p].push_back(s->duration_ns);
       }
-      const Sample s = RunOnce(base->get(), not_pod[0], scratch);
-      if (s.ns >= 0) b.push_back(s.ns);
+      if (const auto s = RunOnce(base->get(), not_pod[0])) b.push_back(s->duration_ns);
     }
     base_medians.push_back(Median(b));
     for (size_t p = 0; p < paths.size(); ++p) {
@@ -241,7 +230,7 @@ int Run() {
     new_flows(room, new_per_round);
   }
   // Fill the maps, then measure new flows that each evict one.
-  while (next_flow < max_flows + max_flows / 4) RunOnce(egress_fd, new_syn(), scratch);
+  while (next_flow < max_flows + max_flows / 4) RunOnce(egress_fd, new_syn());
   for (int r = 0; r < rounds; ++r) new_flows(full, samples);
   paths.push_back(std::move(room));
   paths.push_back(std::move(full));

@@ -290,13 +290,8 @@ class Bench:
         p = subprocess.Popen(["ip", "netns", "exec", node, self.agent_bin, f"--socket={sock}", f"--state-dir={state}",
                               "--metrics-address=127.0.0.1:9464"], stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(p)
-        for _ in range(200):
-            r = subprocess.run([self.ctl_bin, f"--socket={sock}", "health"], capture_output=True)
-            if r.returncode == 0:
-                return p, sock
-            if p.poll() is not None:
-                break
-            time.sleep(0.05)
+        if benchlib.wait_healthy(self.ctl_bin, sock, p):
+            return p, sock
         raise SystemExit(f"contention: agent did not become healthy; log {log.name}")
 
     def start_worker(self, node, conflist):

@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
@@ -48,15 +47,8 @@ def run_variant(args, name, extra_flags):
             proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", agent, f"--socket={sock}",
                                      f"--state-dir={os.path.join(tmp, 'state')}", "--metrics-address=",
                                      "--xtables_lock_monitor=false"] + extra_flags, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while True:
-            r = subprocess.run([bench, "gaps", f"--socket={sock}", "--gaps=0", "--repeats=1"],
-                               capture_output=True, text=True)
-            if r.returncode == 0:
-                break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"idle_gap: agent ({name}) did not serve; log in {tmp}")
-            time.sleep(0.1)
+        if not benchlib.wait_healthy(os.path.join(args.build, "tools", "ruleplanectl"), sock, proc, tries=600):
+            raise SystemExit(f"idle_gap: agent ({name}) did not serve; log in {tmp}")
         r = subprocess.run([bench, "gaps", f"--socket={sock}", "--gaps=" + ",".join(GAPS),
                             f"--repeats={args.repeats}"], capture_output=True, text=True, timeout=600)
         if r.returncode != 0:

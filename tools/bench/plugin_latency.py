@@ -84,10 +84,8 @@ class Run:
         self.agent = subprocess.Popen(["ip", "netns", "exec", self.ns, self.agent_bin, f"--socket={self.sock}",
                                        f"--state-dir={self.state_dir}/state", "--metrics-address="],
                                       stdout=log, stderr=subprocess.STDOUT)
-        for _ in range(200):
-            if subprocess.run([self.ctl_bin, f"--socket={self.sock}", "health"], capture_output=True).returncode == 0:
-                return
-            time.sleep(0.05)
+        if benchlib.wait_healthy(self.ctl_bin, self.sock, self.agent):
+            return
         raise SystemExit("plugin_latency: agent did not become healthy")
 
     def cleanup(self):

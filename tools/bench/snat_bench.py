@@ -16,15 +16,12 @@ random ports. Figures per variant: TCP throughput (iperf3, one stream,
 --seconds) and new-connection rate (connrate: --count short connections
 from --parallel threads, each connect + 1-byte request/response + close;
 every run uses a fresh server port so no variant inherits another's
-conntrack/NAT state). The variant order rotates every round; --chunks N
-runs a round's connections in N parts per variant, interleaved in mirrored
-order (A B C D D C B A; see its help for why it is not the default). Prints
-the
+conntrack/NAT state). The variant order rotates every round. Prints the
 median over rounds and ratios to no-nat. On a shared machine the noise can
 exceed the differences: use many rounds and look at the spread.
 
 Usage: sudo tools/bench/snat_bench.py [--build build] [--rounds 3] [--seconds 5]
-                                      [--count 10000] [--parallel 4] [--chunks 1] [--json out.json]
+                                      [--count 10000] [--parallel 4] [--json out.json]
                                       [--variants bpf,nftables,iptables]
 RP_SNAT_BENCH_EXTRA='{"snat_stats_interval_ms": 5000}' merges extra agent
 config (JSON) into every mode, for experiments; the page never uses it.
@@ -41,6 +38,8 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 NODE_IP, OUTSIDE_IP, POD_SUBNET = "192.168.79.1", "192.168.79.2", "10.96.0.0/24"
 VARIANTS = ("no-nat", "bpf", "nftables", "iptables")
 
@@ -122,10 +121,8 @@ class Bench:
                 ["nsenter", f"--net=/run/netns/{self.node}", self.agent_bin, f"--socket={self.sock}",
                  f"--state-dir={os.path.join(self.dir, 'state')}", "--metrics-address=", f"--config={self.config}"],
                 stdout=log, stderr=log)
-        for _ in range(200):
-            if sh(self.ctl, f"--socket={self.sock}", "--timeout=300ms", "health", check=False).returncode == 0:
-                return
-            time.sleep(0.05)
+        if benchlib.wait_healthy(self.ctl, self.sock, self.agent):
+            return
         sys.exit("snat_bench: agent not ready; log in " + self.dir)
 
     def set_mode(self, variant):
@@ -169,19 +166,18 @@ class Bench:
                timeout=self.args.seconds + 30)
         return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
 
-    def conn_rate(self, count):
-        """`count` short connections; returns (connections, seconds, failed)."""
+    def conn_rate(self):
         self.port += 1
         srv = subprocess.Popen(["ip", "netns", "exec", self.outside, self.connrate, "serve", str(self.port), "2"],
                                stdout=subprocess.PIPE, text=True)
         self.procs.append(srv)
         srv.stdout.readline()
-        r = sh(self.connrate, "run", OUTSIDE_IP, str(self.port), str(count), str(self.args.parallel),
+        r = sh(self.connrate, "run", OUTSIDE_IP, str(self.port), str(self.args.count), str(self.args.parallel),
                ns=self.pod, check=False, timeout=600)
         srv.kill()
         srv.wait()
         fields = dict(kv.split("=") for kv in r.stdout.split())
-        return int(fields["connections"]), float(fields["seconds"]), int(fields["failed"])
+        return float(fields["rate"]), int(fields["failed"])
 
     def syn_retrans(self):
         """The pod's TcpExtTCPSynRetrans counter (nstat, absolute): a SYN
@@ -240,63 +236,38 @@ class Bench:
 
     def run(self):
         vs = self.args.variants
-        chunks = max(1, self.args.chunks)
-        per_chunk = max(1, self.args.count // chunks)
         results = {v: {"gbit": [], "conn_s": [], "failed": 0, "agent_cpu_ms_per_1k_conns": [], "syn_retrans": []}
                    for v in vs}
         for rnd in range(self.args.rounds):
             # Rotate the order every round so no variant always runs first
             # (or right after the same neighbour) on a busy machine.
-            order = vs[rnd % len(vs):] + vs[:rnd % len(vs)]
-            acc = {v: {"conns": 0, "seconds": 0.0, "failed": 0, "syn": 0, "cpu_s": 0.0, "prog": {}} for v in order}
-
-            def connections(v):
-                a = acc[v]
-                cpu0, syn0 = self.agent_cpu_s(), self.syn_retrans()
-                prog0 = self.bpf_prog_stats() if v == "bpf" else {}
-                n, secs, failed = self.conn_rate(per_chunk)
-                if v == "bpf":
-                    # What the programs cost in the kernel, caches as they
-                    # are under this load.
-                    for name, (n1, t1) in self.bpf_prog_stats().items():
-                        n0, t0 = prog0.get(name, (0, 0))
-                        runs, ns = a["prog"].get(name, (0, 0))
-                        a["prog"][name] = (runs + n1 - n0, ns + t1 - t0)
-                a["syn"] += self.syn_retrans() - syn0
-                a["cpu_s"] += self.agent_cpu_s() - cpu0
-                a["conns"] += n
-                a["seconds"] += secs
-                a["failed"] += failed
-
-            for v in order:
+            for v in vs[rnd % len(vs):] + vs[:rnd % len(vs)]:
                 self.set_mode(v)
                 self.check_source(v)
-                results[v]["gbit"].append(self.throughput())
-                if chunks == 1:
-                    connections(v)  # right after its own throughput run
-            if chunks > 1:
-                # The connections in --chunks parts per variant, the order
-                # mirrored every other pass (A B C D D C B A): a load that
-                # drifts during the round reaches every variant alike.
-                for k in range(chunks):
-                    for v in (order if k % 2 == 0 else order[::-1]):
-                        self.set_mode(v)
-                        connections(v)
-            for v in order:
-                a = acc[v]
-                c = (a["conns"] - a["failed"]) / a["seconds"] if a["seconds"] > 0 else 0.0
-                for name, (runs, ns) in a["prog"].items():
-                    if runs > 0:
-                        st = results[v].setdefault("prog", {}).setdefault(name, {"ns_per_run": [], "runs_per_conn": []})
-                        st["ns_per_run"].append(ns / runs)
-                        st["runs_per_conn"].append(runs / max(1, a["conns"]))
-                results[v]["syn_retrans"].append(a["syn"])
-                results[v]["agent_cpu_ms_per_1k_conns"].append(a["cpu_s"] * 1e3 / (max(1, a["conns"]) / 1000))
+                g = self.throughput()
+                cpu0, syn0 = self.agent_cpu_s(), self.syn_retrans()
+                prog0 = self.bpf_prog_stats() if v == "bpf" else {}
+                c, failed = self.conn_rate()
+                if v == "bpf":
+                    # What the programs cost in the kernel, caches as they
+                    # are under this load: ns per run, runs per connection.
+                    prog1 = self.bpf_prog_stats()
+                    for name, (n1, t1) in prog1.items():
+                        n0, t0 = prog0.get(name, (0, 0))
+                        if n1 > n0:
+                            st = results[v].setdefault("prog", {}).setdefault(
+                                name, {"ns_per_run": [], "runs_per_conn": []})
+                            st["ns_per_run"].append((t1 - t0) / (n1 - n0))
+                            st["runs_per_conn"].append((n1 - n0) / self.args.count)
+                results[v]["syn_retrans"].append(self.syn_retrans() - syn0)
+                results[v]["agent_cpu_ms_per_1k_conns"].append(
+                    (self.agent_cpu_s() - cpu0) * 1e3 / (self.args.count / 1000))
+                results[v]["gbit"].append(g)
                 results[v]["conn_s"].append(c)
-                results[v]["failed"] += a["failed"]
-                print(f"round {rnd + 1} {v:9s} tcp {results[v]['gbit'][-1]:7.2f} Gbit/s  new conns {c:9.0f}/s  "
-                      f"failed {a['failed']}  agent CPU {results[v]['agent_cpu_ms_per_1k_conns'][-1]:.1f} ms per "
-                      f"1000 conns  SYN retransmits {a['syn']}", flush=True)
+                results[v]["failed"] += failed
+                print(f"round {rnd + 1} {v:9s} tcp {g:7.2f} Gbit/s  new conns {c:9.0f}/s  failed {failed}  "
+                      f"agent CPU {results[v]['agent_cpu_ms_per_1k_conns'][-1]:.1f} ms per 1000 conns  "
+                      f"SYN retransmits {results[v]['syn_retrans'][-1]}", flush=True)
         return results
 
     def close(self):
@@ -319,12 +290,6 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--count", type=int, default=10000)
     ap.add_argument("--parallel", type=int, default=4)
-    ap.add_argument("--chunks", type=int, default=1,
-                    help="split each variant's --count connections per round into this many parts, interleaved "
-                         "across variants in mirrored order. Tried with 2 on the 7-round page run: the per-round "
-                         "spread did not shrink, and each part gets its own server port, so the conntrack variants "
-                         "meet fewer TIME_WAIT tuples (3-12 SYN retransmits per round instead of 50-65): not the "
-                         "default")
     ap.add_argument("--json", help="write the raw figures here")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help="comma separated subset of " + ",".join(VARIANTS) + " (no-nat is always run: the ceiling)")

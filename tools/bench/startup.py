@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
@@ -118,11 +117,7 @@ class Startup:
         p = subprocess.Popen(["ip", "netns", "exec", ns] + self.agent_args(sock, state), stdout=log,
                              stderr=subprocess.STDOUT)
         self.children.append(p)
-        for _ in range(400):
-            if subprocess.run([self.ctl, f"--socket={sock}", "health"], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.05)
-        else:
+        if not benchlib.wait_healthy(self.ctl, sock, p, tries=400):
             raise SystemExit(f"startup: loading agent not healthy, see {log.name}")
         load = {"n": 0, "seconds": 0.0, "errors": 0}
         if n:
