@@ -146,8 +146,15 @@ void XtablesLockMonitor::Watch() {
   file_id_.reset();
   const std::string dir = DirOf(options_.path);
 
+  // The directory is watched before the path is looked at: a lock file
+  // created between the stat() and the watch would otherwise go unseen
+  // (its IN_CREATE came before anybody listened).
+  dir_wd_ = inotify_add_watch(inotify_.get(), dir.c_str(), kDirEvents);
+  const int dir_errno = errno;
   struct stat st {};
   if (::stat(options_.path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+    if (dir_wd_ >= 0) inotify_rm_watch(inotify_.get(), dir_wd_);
+    dir_wd_ = -1;
     // stat(), not open(): we never hold an fd on the lock file.
     file_wd_ = inotify_add_watch(inotify_.get(), options_.path.c_str(), kFileEvents);
     if (file_wd_ < 0) {
@@ -162,9 +169,8 @@ void XtablesLockMonitor::Watch() {
   }
   int stat_errno = errno;
   bool is_dir = stat_errno == 0 ? S_ISDIR(st.st_mode) : false;
-  dir_wd_ = inotify_add_watch(inotify_.get(), dir.c_str(), kDirEvents);
   std::string dir_note = dir_wd_ < 0 ? absl::StrCat(" (and its directory ", dir, " cannot be watched: ",
-                                                    std::strerror(errno), "; retrying every 30s)")
+                                                    std::strerror(dir_errno), "; retrying every 30s)")
                                      : "";
   if (stat_errno == 0 && is_dir) {
     SetFileState("directory",
