@@ -61,6 +61,14 @@ const volatile __u16 port_max = 65535;
 const volatile __u32 max_retries = RP_SNAT_MAX_RETRIES;
 /* Bytes in front of the IPv4 header: ETH_HLEN, or 0 on L3 devices (wg, ipip). */
 const volatile __u32 l2_hdr_len = ETH_HLEN;
+/*
+ * Verdict for a packet we translated. As a cls_bpf filter (our slot runs
+ * after the usual low priorities) TC_ACT_OK ends classification. As a tcx
+ * link the loader sets TC_ACT_UNSPEC (TCX_NEXT): tcx programs run before
+ * every clsact filter, and any other verdict would skip other owners' filters
+ * (sch_handle_egress/ingress only fall through to them on TC_ACT_UNSPEC).
+ */
+const volatile __s32 xlate_verdict = TC_ACT_OK;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -799,7 +807,7 @@ int snat_egress(struct __sk_buff *skb)
 			return TC_ACT_SHOT;
 		}
 		rp_count(RP_XLATE_EGRESS);
-		return TC_ACT_OK;
+		return xlate_verdict;
 	}
 
 	ret = rp_parse_l4(skb, &p);
@@ -838,7 +846,7 @@ int snat_egress(struct __sk_buff *skb)
 	if (p.frag == RP_FRAG_FIRST)
 		rp_frag_record(&p, RP_DIR_EGRESS, nv.egress_addr);
 	rp_count(RP_XLATE_EGRESS);
-	return TC_ACT_OK;
+	return xlate_verdict;
 }
 
 /*
@@ -933,7 +941,7 @@ static __always_inline int rp_ingress_icmp_error(struct __sk_buff *skb,
 		return TC_ACT_SHOT;
 	}
 	rp_count(RP_XLATE_INGRESS);
-	return TC_ACT_OK;
+	return xlate_verdict;
 }
 
 SEC("tc")
@@ -967,7 +975,7 @@ int snat_ingress(struct __sk_buff *skb)
 			return TC_ACT_SHOT;
 		}
 		rp_count(RP_XLATE_INGRESS);
-		return TC_ACT_OK;
+		return xlate_verdict;
 	}
 
 	ret = rp_parse_l4(skb, &p);
@@ -1018,7 +1026,7 @@ int snat_ingress(struct __sk_buff *skb)
 	if (p.frag == RP_FRAG_FIRST)
 		rp_frag_record(&p, RP_DIR_INGRESS, pod_addr);
 	rp_count(RP_XLATE_INGRESS);
-	return TC_ACT_OK;
+	return xlate_verdict;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -75,6 +75,11 @@ absl::StatusOr<core::SnatSettings> SnatSettingsFromConfig(const v1::AgentConfig&
   if (cfg.has_bpf_pin_dir()) s.bpf_pin_dir = cfg.bpf_pin_dir();
   if (cfg.has_snat_bpf_max_retries()) s.bpf_max_retries = cfg.snat_bpf_max_retries();
   if (cfg.has_snat_bpf_max_flows()) s.bpf_max_flows = cfg.snat_bpf_max_flows();
+  if (cfg.has_snat_bpf_attach()) {
+    absl::StatusOr<core::BpfAttach> attach = core::ParseBpfAttach(cfg.snat_bpf_attach());
+    if (!attach.ok()) return Bad("snat_bpf_attach", attach.status().message());
+    s.bpf_attach = *attach;
+  }
   if (cfg.has_snat_failover_headroom_percent()) s.failover_headroom_percent = cfg.snat_failover_headroom_percent();
   if (cfg.has_snat_stats_interval_ms() &&
       (cfg.snat_stats_interval_ms() < 100 || cfg.snat_stats_interval_ms() > 60000)) {

@@ -36,6 +36,22 @@ absl::StatusOr<SnatMode> ParseSnatMode(absl::string_view text) {
   return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not one of nftables, bpf, off"));
 }
 
+absl::string_view BpfAttachName(BpfAttach attach) {
+  switch (attach) {
+    case BpfAttach::kAuto: return "auto";
+    case BpfAttach::kTcx: return "tcx";
+    case BpfAttach::kClsact: return "clsact";
+  }
+  return "?";
+}
+
+absl::StatusOr<BpfAttach> ParseBpfAttach(absl::string_view text) {
+  if (text == "auto" || text.empty()) return BpfAttach::kAuto;
+  if (text == "tcx") return BpfAttach::kTcx;
+  if (text == "clsact" || text == "tc") return BpfAttach::kClsact;
+  return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not one of auto, tcx, clsact"));
+}
+
 absl::StatusOr<IpPrefix> IpPrefix::Parse(absl::string_view text) {
   std::vector<absl::string_view> parts = absl::StrSplit(text, absl::MaxSplits('/', 1));
   IpPrefix p;

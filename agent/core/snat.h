@@ -25,6 +25,16 @@ absl::string_view SnatModeName(SnatMode mode);
 // "off", "nftables" (alias "nft"), "bpf"; InvalidArgument otherwise.
 absl::StatusOr<SnatMode> ParseSnatMode(absl::string_view text);
 
+// How the bpf backend hooks tc (snat_bpf_attach).
+enum class BpfAttach : uint8_t {
+  kAuto = 0,    // tcx where the kernel has it (Linux >= 6.6), else clsact
+  kTcx = 1,     // tcx links; refused on older kernels
+  kClsact = 2,  // cls_bpf filters in a clsact qdisc
+};
+absl::string_view BpfAttachName(BpfAttach attach);
+// "auto" (also empty), "tcx", "clsact"; InvalidArgument otherwise.
+absl::StatusOr<BpfAttach> ParseBpfAttach(absl::string_view text);
+
 // An IPv4 or IPv6 prefix; host bits must be zero.
 struct IpPrefix {
   IpAddress addr;
@@ -88,6 +98,8 @@ struct SnatSettings {
   // bpf: size of each NAT map (RP_SNAT_MAX_FLOWS_MIN..RP_SNAT_MAX_FLOWS_LIMIT
   // in bpf/include/ruleplane/snat_maps.h).
   uint32_t bpf_max_flows = 65536;
+  // bpf: tcx links or clsact filters.
+  BpfAttach bpf_attach = BpfAttach::kAuto;
   // nftables failover: an egress address counts as full for a destination
   // (address, port, protocol) once this percentage of the port range is in
   // use there; new flows then go to the next address (see

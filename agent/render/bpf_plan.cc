@@ -14,7 +14,8 @@ std::string BpfPlanToText(const BpfSnatPlan& plan) {
   if (!plan.enabled) return "bpf snat disabled: no tc filters, no clsact qdisc of ours, no pins\n";
   std::string out = absl::StrCat("bpf snat pin_dir ", plan.pin_dir, " ports ", plan.port_min, "-", plan.port_max,
                                  " max_retries ", plan.max_retries,
-                                 " max_flows ", plan.max_flows, "\n");
+                                 " max_flows ", plan.max_flows, " attach ",
+                                 core::BpfAttachName(plan.attach), "\n");
   for (const std::string& ifname : plan.interfaces) {
     absl::StrAppend(&out, "attach tc ingress+egress ", ifname, "\n");
   }

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "agent/core/snat.h"
+
 namespace ruleplane::render {
 
 using Ipv4Bytes = std::array<uint8_t, 4>;  // network byte order
@@ -35,6 +37,7 @@ struct BpfSnatPlan {
   uint16_t port_max = 0;
   uint32_t max_retries = 0;
   uint32_t max_flows = 0;
+  core::BpfAttach attach = core::BpfAttach::kAuto;  // tc hook kind
 
   friend bool operator==(const BpfSnatPlan&, const BpfSnatPlan&) = default;
 };

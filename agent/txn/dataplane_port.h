@@ -27,7 +27,7 @@ class DataplanePort {
 
   // Makes the dataplane equal `plan` with exactly `pods` as translated
   // sources. With plan.enabled == false it must remove everything it (or a
-  // previous agent) created: filters, a clsact qdisc it created, pins.
+  // previous agent) created: filters or tcx links, a clsact qdisc it created, pins.
   // Idempotent.
   [[nodiscard]] virtual absl::Status Converge(const render::BpfSnatPlan& plan,
                                               const std::vector<render::Ipv4Bytes>& pods) = 0;

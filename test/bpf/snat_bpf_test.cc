@@ -5,11 +5,14 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/pkt_cls.h>
+#include <netinet/in.h>
 #include <sched.h>
+#include <sys/socket.h>
 
 #include <time.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -56,6 +59,8 @@ using kernel::bpf::SnatConfig;
 using kernel::bpf::SnatMapsSnapshot;
 using kernel::bpf::SnatProgram;
 using kernel::bpf::SnatProgramOptions;
+using kernel::bpf::TcAttach;
+using kernel::bpf::TcDirection;
 using kernel::bpf::TcHook;
 
 constexpr Ipv4Addr kPod = Ipv4Addr::FromOctets(10, 244, 1, 5);
@@ -928,6 +933,26 @@ bool CreateForeignClsact(int ifindex) {
   return bpf_tc_hook_create(&hook) == 0;
 }
 
+bpf_tc_hook ForeignEgressHook(int ifindex) {
+  bpf_tc_hook hook{};
+  hook.sz = sizeof(hook);
+  hook.ifindex = ifindex;
+  hook.attach_point = BPF_TC_EGRESS;
+  return hook;
+}
+
+// Another owner's egress filter (handle 1, priority 1: before our slot) on
+// an existing clsact; true if attached.
+bool AttachForeignEgressFilter(int ifindex, int prog_fd) {
+  bpf_tc_hook hook = ForeignEgressHook(ifindex);
+  bpf_tc_opts opts{};
+  opts.sz = sizeof(opts);
+  opts.prog_fd = prog_fd;
+  opts.handle = 1;
+  opts.priority = 1;
+  return bpf_tc_attach(&hook, &opts) == 0;
+}
+
 class PrivilegedBpfTcTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -974,16 +999,8 @@ TEST_F(PrivilegedBpfTcTest, ForeignQdiscAndFiltersSurviveDestroy) {
     ASSERT_OK_AND_ASSIGN(const int ifindex, kernel::bpf::InterfaceIndex("lo"));
     ASSERT_TRUE(CreateForeignClsact(ifindex));
     // Someone else's filter in another slot.
-    bpf_tc_hook foreign_hook{};
-    foreign_hook.sz = sizeof(foreign_hook);
-    foreign_hook.ifindex = ifindex;
-    foreign_hook.attach_point = BPF_TC_EGRESS;
-    bpf_tc_opts foreign{};
-    foreign.sz = sizeof(foreign);
-    foreign.prog_fd = prog_->egress_prog_fd();
-    foreign.handle = 1;
-    foreign.priority = 1;
-    ASSERT_EQ(bpf_tc_attach(&foreign_hook, &foreign), 0);
+    ASSERT_TRUE(AttachForeignEgressFilter(ifindex, prog_->egress_prog_fd()));
+    bpf_tc_hook foreign_hook = ForeignEgressHook(ifindex);
 
     {
       auto hook = prog_->AttachToInterface(ifindex);
@@ -1001,6 +1018,147 @@ TEST_F(PrivilegedBpfTcTest, ForeignQdiscAndFiltersSurviveDestroy) {
     EXPECT_EQ(bpf_tc_query(&foreign_hook, &query), 0) << "foreign filter was removed";
     EXPECT_FALSE(CreateForeignClsact(ifindex)) << "foreign clsact was removed";
   });
+}
+
+// tcx (Linux >= 6.6): links, pinned next to the maps, no qdisc.
+class PrivilegedBpfTcxTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::string why = MissingBpfPrivileges(); !why.empty()) GTEST_SKIP() << why;
+    if (std::string why = MissingSysAdmin(); !why.empty()) GTEST_SKIP() << why;
+    if (!kernel::bpf::KernelHasTcx()) GTEST_SKIP() << "kernel without tcx (Linux < 6.6)";
+    ASSERT_OK_AND_ASSIGN(bpffs_, ScopedBpffs::Mount());
+    options_.pin_dir = bpffs_->path() + "/ruleplane";
+    options_.attach = TcAttach::kTcx;
+  }
+  static std::vector<uint32_t> Progs(int ifindex, TcDirection dir) {
+    absl::StatusOr<std::vector<uint32_t>> ids = TcHook::TcxProgramIds(ifindex, dir);
+    EXPECT_TRUE(ids.ok()) << ids.status();
+    return ids.ok() ? *ids : std::vector<uint32_t>{};
+  }
+  std::unique_ptr<ScopedBpffs> bpffs_;
+  SnatProgramOptions options_;
+};
+
+// Attach makes one pinned link per direction and no qdisc; a restarted agent
+// (new program, same pins) swaps the program inside the same links; Destroy
+// detaches and unpins.
+TEST_F(PrivilegedBpfTcxTest, LinksArePinnedReplacedInPlaceAndRemoved) {
+  InPrivateNetns([this] {
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SnatProgram> first, SnatProgram::Create(options_));
+    ASSERT_OK_AND_ASSIGN(const int ifindex, kernel::bpf::InterfaceIndex("lo"));
+    {
+      ASSERT_OK_AND_ASSIGN(TcHook hook, first->AttachToInterface(ifindex));
+      EXPECT_EQ(hook.attach(), TcAttach::kTcx);
+      EXPECT_FALSE(hook.created_qdisc());
+      EXPECT_EQ(Progs(ifindex, TcDirection::kEgress), std::vector<uint32_t>{ProgId(first->egress_prog_fd())});
+      EXPECT_EQ(Progs(ifindex, TcDirection::kIngress), std::vector<uint32_t>{ProgId(first->ingress_prog_fd())});
+      EXPECT_TRUE(std::filesystem::exists(hook.LinkPinPath(TcDirection::kEgress))) << hook.LinkPinPath(TcDirection::kEgress);
+      EXPECT_TRUE(std::filesystem::exists(hook.LinkPinPath(TcDirection::kIngress)));
+      EXPECT_FALSE(FilterAttached(ifindex, BPF_TC_EGRESS, nullptr)) << "no cls_bpf filter in tcx mode";
+      EXPECT_TRUE(CreateForeignClsact(ifindex)) << "tcx must not create a clsact qdisc";
+      hook.Release();  // agent exit: the pinned links keep running
+    }
+    EXPECT_EQ(Progs(ifindex, TcDirection::kEgress).size(), 1u) << "released link was detached";
+
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SnatProgram> second, SnatProgram::Create(options_));
+    ASSERT_OK_AND_ASSIGN(TcHook hook, second->AttachToInterface("lo"));
+    EXPECT_EQ(Progs(ifindex, TcDirection::kEgress), std::vector<uint32_t>{ProgId(second->egress_prog_fd())})
+        << "the restarted agent's program replaces the old one in the same link";
+    EXPECT_EQ(Progs(ifindex, TcDirection::kIngress), std::vector<uint32_t>{ProgId(second->ingress_prog_fd())});
+    const std::string pin = hook.LinkPinPath(TcDirection::kEgress);
+    EXPECT_OK(hook.Destroy());
+    EXPECT_TRUE(Progs(ifindex, TcDirection::kEgress).empty());
+    EXPECT_TRUE(Progs(ifindex, TcDirection::kIngress).empty());
+    EXPECT_FALSE(std::filesystem::exists(pin));
+  });
+}
+
+// Another owner's tcx program stays attached, before and after ours, and our
+// links are appended after it.
+TEST_F(PrivilegedBpfTcxTest, ForeignTcxProgramSurvivesAndRunsFirst) {
+  InPrivateNetns([this] {
+    SnatProgramOptions foreign_options;
+    foreign_options.pin_dir = "";
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SnatProgram> foreign, SnatProgram::Create(foreign_options));
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SnatProgram> ours, SnatProgram::Create(options_));
+    ASSERT_OK_AND_ASSIGN(const int ifindex, kernel::bpf::InterfaceIndex("lo"));
+    const int foreign_link = bpf_link_create(foreign->egress_prog_fd(), ifindex, static_cast<bpf_attach_type>(47), nullptr);
+    ASSERT_GE(foreign_link, 0) << errno;
+    {
+      ASSERT_OK_AND_ASSIGN(TcHook hook, ours->AttachToInterface(ifindex));
+      EXPECT_EQ(Progs(ifindex, TcDirection::kEgress),
+                (std::vector<uint32_t>{ProgId(foreign->egress_prog_fd()), ProgId(ours->egress_prog_fd())}));
+    }  // destructor detaches ours
+    EXPECT_EQ(Progs(ifindex, TcDirection::kEgress), std::vector<uint32_t>{ProgId(foreign->egress_prog_fd())});
+    // Cleanup by pin dir (a successor in another mode) leaves it too.
+    ASSERT_OK_AND_ASSIGN(TcHook again, ours->AttachToInterface(ifindex));
+    again.Release();
+    EXPECT_OK(kernel::bpf::RemovePinnedTcxLinks(options_.pin_dir));
+    EXPECT_EQ(Progs(ifindex, TcDirection::kEgress), std::vector<uint32_t>{ProgId(foreign->egress_prog_fd())});
+    ::close(foreign_link);
+  });
+}
+
+// Real packets: on lo, our tcx program translates a "pod" (127.0.0.1) and
+// another owner's clsact filter, which runs after every tcx program, still
+// sees each translated packet (the chain was not ended for it).
+TEST_F(PrivilegedBpfTcxTest, OtherOwnersClsactFilterSeesTranslatedPackets) {
+  InPrivateNetns([this] {
+    options_.pin_dir = "";
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SnatProgram> ours, SnatProgram::Create(options_));
+    const Ipv4Addr loopback = Ipv4Addr::FromOctets(127, 0, 0, 1);
+    ASSERT_OK(ours->ReplacePodAddresses({loopback}));
+    ASSERT_OK(ours->SetEgressAddresses({EgressAddress{kEgress1, false}}));
+    SnatProgramOptions foreign_options;  // clsact, empty pod set: counts "not a pod"
+    foreign_options.pin_dir = "";
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<SnatProgram> foreign, SnatProgram::Create(foreign_options));
+
+    ASSERT_OK_AND_ASSIGN(const int ifindex, kernel::bpf::InterfaceIndex("lo"));
+    ASSERT_TRUE(CreateForeignClsact(ifindex));
+    ASSERT_TRUE(AttachForeignEgressFilter(ifindex, foreign->egress_prog_fd()));
+    ASSERT_OK_AND_ASSIGN(TcHook hook, ours->AttachToInterface(ifindex));
+
+    // lo is down in a new namespace; UDP datagrams to 127.0.0.2 leave through
+    // its egress hook (delivery does not matter here).
+    ASSERT_EQ(std::system("ip link set lo up"), 0);
+    const int sock = ::socket(AF_INET, SOCK_DGRAM, 0);
+    ASSERT_GE(sock, 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(9);
+    to.sin_addr.s_addr = Ipv4Addr::FromOctets(127, 0, 0, 2).network_order();
+    constexpr int kPackets = 5;
+    for (int i = 0; i < kPackets; ++i) {
+      ASSERT_EQ(::sendto(sock, "x", 1, 0, reinterpret_cast<const sockaddr*>(&to), sizeof(to)), 1) << errno;
+    }
+    ::close(sock);
+
+    ASSERT_OK_AND_ASSIGN(const ReasonCounters mine, ours->ReadReasonCounters());
+    ASSERT_OK_AND_ASSIGN(const ReasonCounters theirs, foreign->ReadReasonCounters());
+    EXPECT_EQ(mine[RP_XLATE_EGRESS], static_cast<uint64_t>(kPackets)) << "our tcx program translated them";
+    EXPECT_GE(theirs[RP_PASS_NOT_POD], static_cast<uint64_t>(kPackets))
+        << "the clsact filter after us did not see the translated packets";
+  });
+}
+
+// Loaded for tcx, a translated packet continues to what runs after us
+// (TCX_NEXT = TC_ACT_UNSPEC) instead of ending the chain; it is still
+// translated.
+TEST_F(PrivilegedBpfTcxTest, TranslatedPacketsContinueDownTheChain) {
+  options_.pin_dir = "";
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<SnatProgram> prog, SnatProgram::Create(options_));
+  ASSERT_OK(prog->ReplacePodAddresses({kPod}));
+  ASSERT_OK(prog->SetEgressAddresses({EgressAddress{kEgress1, false}}));
+  ASSERT_OK_AND_ASSIGN(TcRun out, RunTc(prog->egress_prog_fd(), BuildTcp(kPod, 40000, kRemote, 443)));
+  EXPECT_EQ(out.verdict, TC_ACT_UNSPEC);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(out.out));
+  EXPECT_EQ(p.src, kEgress1);
+  ASSERT_OK_AND_ASSIGN(TcRun back, RunTc(prog->ingress_prog_fd(), BuildTcp(kRemote, 443, kEgress1, p.sport)));
+  EXPECT_EQ(back.verdict, TC_ACT_UNSPEC);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket r, ParseFrame(back.out));
+  EXPECT_EQ(r.dst, kPod);
+  EXPECT_EQ(r.dport, 40000);
 }
 
 // Attaching to an interface that does not exist names it.

@@ -36,6 +36,7 @@ NODE_IP6, OUTSIDE_IP6, POD_SUBNET6 = "fd00:79::1", "fd00:79::2", "fd00:96::/64"
 PORT = 7000
 BPF_MAX_FLOWS = 4096  # snat_bpf_max_flows in every agent config here
 RP_FILTER_HANDLE = "0x7270"  # kRuleplaneTcFilter (agent/kernel/bpf/tc_hook.h)
+TCX_PROGS = os.path.join(REPO, "tools", "tcx_progs.py")  # tc/bpftool of Debian 12 predate tcx
 
 
 def ensure_bpffs():
@@ -265,6 +266,31 @@ class SnatLab:
                         names.append(f"{kind} {tag}")
         return names
 
+    def tcx(self):
+        """{"ingress": [program names], "egress": [...]} that tcx runs on
+        eth-out, or None on a kernel without tcx."""
+        r = sh(sys.executable, TCX_PROGS, "eth-out", ns=self.node, check=False)
+        if r.returncode == 3:
+            return None
+        if r.returncode != 0:
+            raise AssertionError(f"tcx query failed: {r.stderr.decode()}")
+        return {d: [p["name"] for p in progs] for d, progs in json.loads(r.stdout).items()}
+
+    def hooked(self):
+        """How our programs hook eth-out: "tcx", "clsact", or None (nothing
+        of ours; an empty clsact qdisc we created would count as ours)."""
+        tcx = self.tcx() or {}
+        qdisc, filters = self.tc()
+        ours_tcx = sorted(tcx.get("ingress", []) + tcx.get("egress", [])) == ["snat_egress", "snat_ingress"]
+        ours_cls = RP_FILTER_HANDLE in filters
+        if ours_tcx and not ours_cls:
+            return "tcx"
+        if ours_cls and not tcx.get("ingress") and not tcx.get("egress"):
+            return "clsact"
+        if not ours_tcx and not ours_cls and not any(tcx.values()) and "clsact" not in qdisc:
+            return None
+        raise AssertionError(f"unexpected hooks on eth-out: tcx {tcx}, qdisc {qdisc!r}, filters {filters!r}")
+
     def tc(self):
         qdisc = sh("tc", "qdisc", "show", "dev", "eth-out", ns=self.node).stdout.decode()
         filters = ""
@@ -373,7 +399,7 @@ class SnatTest(LabTestCase):
         lab = self.lab("nft", nft_snat())
         self.check_egress_reply_and_exclusion(lab)
         self.assertIn("chain snat-v4", lab.snat_objects())
-        self.assertEqual(lab.tc()[1].strip(), "", "no tc filters in nftables mode")
+        self.assertIsNone(lab.hooked(), "no tc hooks in nftables mode")
 
     def test_nftables_failover_tiny_range(self):
         # Port exhaustion in nftables is seen in conntrack by the agent; until
@@ -397,7 +423,30 @@ class SnatTest(LabTestCase):
         lab = self.lab("bpf", bpf_snat())
         self.check_egress_reply_and_exclusion(lab)
         self.assertEqual(lab.snat_objects(), [], "no SNAT rules in nftables in bpf mode")
-        self.assertIn(RP_FILTER_HANDLE, lab.tc()[1])
+        # snat_bpf_attach auto: tcx links where the kernel has them.
+        self.assertEqual(lab.hooked(), "clsact" if lab.tcx() is None else "tcx")
+
+    def test_bpf_attach_switch_between_clsact_and_tcx_keeps_flows(self):
+        lab = self.lab("bpfatt", bpf_snat(snat_bpf_attach="clsact"))
+        if lab.tcx() is None:
+            self.skipTest("kernel without tcx (Linux < 6.6)")
+        ns, _ = lab.add_pod(1)
+        c = lab.client(ns)
+        self.assertEqual(c.open(), (0, NODE_IP))
+        self.assertEqual(lab.hooked(), "clsact")
+        lab.reload(bpf_snat(snat_bpf_attach="tcx"))
+        self.assertEqual(lab.hooked(), "tcx")
+        self.assertEqual(c.ask(0), NODE_IP, "established flow after clsact -> tcx (same maps)")
+        self.assertEqual(lab.once(ns, "udp"), NODE_IP)
+        # A restart finds its pinned links and keeps them.
+        lab.kill_agent()
+        self.assertEqual(c.ask(0), NODE_IP, "established flow while the agent is down")
+        lab.start_agent()
+        self.assertEqual(lab.hooked(), "tcx")
+        lab.reload(bpf_snat(snat_bpf_attach="clsact"))
+        self.assertEqual(lab.hooked(), "clsact")
+        self.assertEqual(c.ask(0), NODE_IP, "established flow after tcx -> clsact")
+        self.assertEqual(c.open(), (1, NODE_IP))
 
     def test_bpf_failover_tiny_range(self):
         lab = self.lab("bpffo", bpf_snat(snat_egress_ips=[NODE_IP, EGRESS2], snat_port_range="61000-61001"))
@@ -432,16 +481,13 @@ class SnatTest(LabTestCase):
         self.assertEqual(lab.once(ns, "tcp"), NODE_IP)
         self.assertEqual(lab.once(ns, "udp"), NODE_IP)
         self.assertEqual(lab.snat_objects(), [], "nftables SNAT objects left after switching to bpf")
-        qdisc, filters = lab.tc()
-        self.assertIn(RP_FILTER_HANDLE, filters)
+        self.assertIsNotNone(lab.hooked())
         # A flow translated by conntrack before the switch keeps working.
         self.assertEqual(c.ask(0), NODE_IP)
 
         lab.reload({"snat_mode": "off"})
         self.assertEqual(lab.once(ns, "tcp"), pod_ip, "mode off: the outside sees the pod")
-        qdisc, filters = lab.tc()
-        self.assertNotIn(RP_FILTER_HANDLE, filters, "tc filters left after leaving bpf mode")
-        self.assertNotIn("clsact", qdisc, "the clsact qdisc we created is left")
+        self.assertIsNone(lab.hooked(), "tc hooks left after leaving bpf mode")
         self.assertFalse(os.path.exists(lab.pin_dir), "pins left after leaving bpf mode")
         self.assertEqual(lab.snat_objects(), [])
 
@@ -450,9 +496,7 @@ class SnatTest(LabTestCase):
         lab.reload(nft_snat())
         self.assertEqual(lab.once(ns, "tcp"), NODE_IP)
         self.assertEqual(lab.once(ns, "udp"), NODE_IP)
-        qdisc, filters = lab.tc()
-        self.assertNotIn(RP_FILTER_HANDLE, filters)
-        self.assertNotIn("clsact", qdisc)
+        self.assertIsNone(lab.hooked())
         self.assertFalse(os.path.exists(lab.pin_dir))
         self.assertIn("chain snat-v4", lab.snat_objects())
         self.assertEqual(sh(CTL, f"--socket={lab.sock}", "diff", check=False).returncode, 0,

@@ -25,6 +25,9 @@
 #include <functional>
 #include <thread>
 
+#include <bpf/bpf.h>
+#include <net/if.h>
+
 #include "absl/strings/str_cat.h"
 #include "agent/backend/nft_snat_backend.h"
 #include "agent/backend/snat_backend.h"
@@ -239,7 +242,31 @@ class PrivilegedBpfSnatPortTest : public ::testing::Test {
     p.port_max = 61001;
     p.max_retries = 32;
     p.max_flows = 65536;
+    p.attach = core::BpfAttach::kClsact;
     return p;
+  }
+  render::BpfSnatPlan TcxPlan() {
+    render::BpfSnatPlan p = Plan();
+    p.attach = core::BpfAttach::kTcx;
+    return p;
+  }
+  // Program names tcx runs on eth-out (call inside the netns).
+  static std::vector<std::string> TcxProgs() {
+    std::vector<std::string> names;
+    const int ifindex = static_cast<int>(::if_nametoindex("eth-out"));
+    for (auto dir : {kernel::bpf::TcDirection::kIngress, kernel::bpf::TcDirection::kEgress}) {
+      absl::StatusOr<std::vector<uint32_t>> ids = kernel::bpf::TcHook::TcxProgramIds(ifindex, dir);
+      EXPECT_TRUE(ids.ok()) << ids.status();
+      if (!ids.ok()) continue;
+      for (uint32_t id : *ids) {
+        const int fd = bpf_prog_get_fd_by_id(id);
+        bpf_prog_info info{};
+        uint32_t len = sizeof(info);
+        names.push_back(fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.name : "?");
+        if (fd >= 0) ::close(fd);
+      }
+    }
+    return names;
   }
   kernel::bpf::BpfSnatPortOptions Options() { return {state_dir_.string(), pin_dir_}; }
   std::string Tc() {
@@ -286,6 +313,61 @@ TEST_F(PrivilegedBpfSnatPortTest, AttachesFillsSurvivesRestartAndRemovesWhatItCr
     EXPECT_THAT(tc, Not(HasSubstr("clsact"))) << "we created the clsact qdisc, so it goes";
     EXPECT_FALSE(std::filesystem::exists(pin_dir_));
     EXPECT_FALSE(std::filesystem::exists(state_dir_ / "bpf-snat-hooks"));
+  });
+}
+
+// tcx: links pinned next to the maps survive a restart, and switching the
+// attach kind either way swaps one kind for the other without leaving the
+// old behind; leaving bpf mode removes the links.
+TEST_F(PrivilegedBpfSnatPortTest, TcxLinksSurviveRestartAndSwitchWithClsact) {
+  if (!kernel::bpf::KernelHasTcx()) GTEST_SKIP() << "kernel without tcx (Linux < 6.6)";
+  RunInNetns(*ns_, [&] {
+    {
+      kernel::bpf::BpfSnatPort port(Options());
+      absl::Status s = port.Converge(TcxPlan(), {{10, 96, 0, 5}});
+      ASSERT_TRUE(s.ok()) << s;
+      EXPECT_THAT(port.Describe(), HasSubstr("hooks=eth-out(tcx)"));
+    }
+    const std::vector<std::string> ours = {"snat_ingress", "snat_egress"};
+    EXPECT_EQ(TcxProgs(), ours) << "agent exit leaves the links running";
+    EXPECT_THAT(Tc(), Not(HasSubstr("clsact")));
+    const int ifindex = static_cast<int>(::if_nametoindex("eth-out"));
+    EXPECT_TRUE(std::filesystem::exists(absl::StrCat(pin_dir_, "/tcx_", ifindex, "_egress")));
+
+    kernel::bpf::BpfSnatPort port(Options());  // restart
+    ASSERT_TRUE(port.Converge(TcxPlan(), {{10, 96, 0, 5}}).ok());
+    EXPECT_EQ(TcxProgs(), ours);
+
+    absl::Status s = port.Converge(Plan(), {{10, 96, 0, 5}});  // to clsact
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_TRUE(TcxProgs().empty());
+    EXPECT_THAT(Tc(), HasSubstr("snat_egress"));
+    EXPECT_THAT(port.Describe(), HasSubstr("hooks=eth-out(clsact)"));
+    EXPECT_FALSE(std::filesystem::exists(absl::StrCat(pin_dir_, "/tcx_", ifindex, "_egress")));
+
+    s = port.Converge(TcxPlan(), {{10, 96, 0, 5}});  // and back
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(TcxProgs(), ours);
+    std::string tc = Tc();
+    EXPECT_THAT(tc, Not(HasSubstr("snat_")));
+    EXPECT_THAT(tc, Not(HasSubstr("clsact"))) << "the clsact qdisc we created goes with our filters";
+
+    {
+      // A successor that starts in clsact mode replaces the predecessor's
+      // tcx links found through the record and the pins.
+      port.Release();
+      kernel::bpf::BpfSnatPort next(Options());
+      ASSERT_TRUE(next.Converge(Plan(), {}).ok());
+      EXPECT_TRUE(TcxProgs().empty());
+      EXPECT_THAT(Tc(), HasSubstr("snat_egress"));
+      ASSERT_TRUE(next.Converge(TcxPlan(), {}).ok());
+    }
+    kernel::bpf::BpfSnatPort last(Options());
+    s = last.Converge(render::BpfSnatPlan{}, {});  // leave bpf mode
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_TRUE(TcxProgs().empty());
+    EXPECT_THAT(Tc(), Not(HasSubstr("clsact")));
+    EXPECT_FALSE(std::filesystem::exists(pin_dir_));
   });
 }
 

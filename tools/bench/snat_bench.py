@@ -6,9 +6,10 @@ One topology, one run, four variants interleaved over --rounds:
     pod ns --(bridge + host-local + ruleplane CNI chain)-- node ns --veth-- outside ns
 
   no-nat    agent snat_mode off; the outside routes the pod subnet back (the ceiling)
-  bpf       agent snat_mode bpf (tc programs on the node's egress veth)
+  bpf       agent snat_mode bpf (tc programs on the node's egress veth: tcx links on Linux >= 6.6)
   nftables  agent snat_mode nftables (conntrack NAT from our table)
   iptables  agent off + `iptables-legacy -t nat -A POSTROUTING ... -j MASQUERADE --random-fully`
+  bpf-clsact  (opt-in) snat_mode bpf with snat_bpf_attach clsact
 
 Modes are switched on the running agent with SIGHUP (the same switch the
 product does). All NAT variants use the same port range (1024-65535) and
@@ -42,6 +43,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 NODE_IP, OUTSIDE_IP, POD_SUBNET = "192.168.79.1", "192.168.79.2", "10.96.0.0/24"
 VARIANTS = ("no-nat", "bpf", "nftables", "iptables")
+# Opt-in (--variants): the bpf backend hooked as clsact filters instead of
+# the default (tcx links where the kernel has them), to weigh the hook itself.
+EXTRA_VARIANTS = ("bpf-clsact",)
 
 
 def sh(*args, ns=None, check=True, timeout=120):
@@ -74,6 +78,9 @@ class Bench:
         # kernel.bpf_stats_enabled: a global switch, on only for the bpf
         # variant's unscored probe runs and put back as found by close().
         self.stats_path = "/proc/sys/kernel/bpf_stats_enabled" if "bpf" in args.variants else None
+        # What snat_bpf_attach auto picks on this kernel (tcx on Linux >= 6.6).
+        self.bpf_attach = "tcx" if sh(sys.executable, os.path.join(REPO, "tools", "tcx_progs.py"), "lo",
+                                      check=False).returncode == 0 else "clsact"
         self.stats_was = None
 
     def set_bpf_stats(self, on):
@@ -126,10 +133,10 @@ class Bench:
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(0.5)
 
-    def write_config(self, mode):
+    def write_config(self, mode, attach="auto"):
         with open(self.config, "w") as f:
             json.dump(dict({"snat_mode": mode, "snat_egress_interfaces": ["eth-out"], "snat_port_range": "1024-65535",
-                            "snat_exclude": [POD_SUBNET], "bpf_pin_dir": self.pin_dir},
+                            "snat_exclude": [POD_SUBNET], "bpf_pin_dir": self.pin_dir, "snat_bpf_attach": attach},
                            **json.loads(os.environ.get("RP_SNAT_BENCH_EXTRA", "{}"))), f)
 
     def start_agent(self):
@@ -143,12 +150,13 @@ class Bench:
         sys.exit("snat_bench: agent not ready; log in " + self.dir)
 
     def set_mode(self, variant):
-        mode = {"no-nat": "off", "iptables": "off", "bpf": "bpf", "nftables": "nftables"}[variant]
-        self.write_config(mode)
+        mode = {"no-nat": "off", "iptables": "off", "bpf": "bpf", "bpf-clsact": "bpf", "nftables": "nftables"}[variant]
+        self.write_config(mode, "clsact" if variant == "bpf-clsact" else "auto")
         self.agent.send_signal(signal.SIGHUP)
         for _ in range(200):
             st = json.loads(sh(self.ctl, f"--socket={self.sock}", "--json", "status").stdout)
-            if st.get("snat_backend") == mode:
+            if st.get("snat_backend") == mode and (mode != "bpf" or self.hook_kind() == (
+                    "clsact" if variant == "bpf-clsact" else self.bpf_attach)):
                 break
             time.sleep(0.05)
         else:
@@ -162,6 +170,13 @@ class Bench:
         if variant == "no-nat":
             sh("ip", "route", "add", POD_SUBNET, "via", NODE_IP, ns=self.outside)
         time.sleep(0.3)
+
+    def hook_kind(self):
+        """"tcx" or "clsact": how the bpf programs hook eth-out right now."""
+        r = sh(sys.executable, os.path.join(REPO, "tools", "tcx_progs.py"), "eth-out", ns=self.node, check=False)
+        if r.returncode == 0 and any(json.loads(r.stdout).values()):
+            return "tcx"
+        return "clsact"
 
     def check_source(self, variant):
         # The server's view of the pod: the egress address, or the pod itself without NAT.
@@ -227,14 +242,18 @@ class Bench:
             return None
 
     def bpf_prog_stats(self):
-        """{program name: (run_cnt, run_time_ns)} of the tc programs on the
-        node's egress interface (the kernel counts them while
+        """{program name: (run_cnt, run_time_ns)} of the tc programs (clsact
+        filters or tcx links) on the node's egress interface (the kernel counts them while
         kernel.bpf_stats_enabled is 1), or {} when none is attached."""
         r = sh("bpftool", "net", "show", "dev", "eth-out", "-j", ns=self.node, check=False)
         try:
             ids = [(p["name"], p["id"]) for e in json.loads(r.stdout) for p in e.get("tc", [])]
         except (ValueError, KeyError, TypeError):
-            return {}
+            ids = []
+        # tcx links (snat_bpf_attach auto on Linux >= 6.6): bpftool 7.1 does not list them.
+        r = sh(sys.executable, os.path.join(REPO, "tools", "tcx_progs.py"), "eth-out", ns=self.node, check=False)
+        if r.returncode == 0:
+            ids += [(p["name"], p["id"]) for progs in json.loads(r.stdout).values() for p in progs]
         out = {}
         for name, pid in ids:
             r = sh("bpftool", "prog", "show", "id", str(pid), "-j", check=False)
@@ -265,7 +284,7 @@ class Bench:
                 cpu0, syn0 = self.agent_cpu_s(), self.syn_retrans()
                 c, failed = self.conn_rate()
                 syn1, cpu1 = self.syn_retrans(), self.agent_cpu_s()
-                if v == "bpf" and self.stats_path:
+                if v.startswith("bpf") and self.stats_path:
                     # What the programs cost in the kernel, caches as they
                     # are under this load: ns per run, runs per connection.
                     # From an extra, unscored connection run: with
@@ -318,9 +337,10 @@ def main():
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--json", help="write the raw figures here")
     ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help="comma separated subset of " + ",".join(VARIANTS) + " (no-nat is always run: the ceiling)")
+                    help="comma separated subset of " + ",".join(VARIANTS + EXTRA_VARIANTS)
+                    + " (no-nat is always run: the ceiling)")
     args = ap.parse_args()
-    args.variants = tuple(v for v in VARIANTS if v == "no-nat" or v in args.variants.split(","))
+    args.variants = tuple(v for v in VARIANTS + EXTRA_VARIANTS if v == "no-nat" or v in args.variants.split(","))
     if os.geteuid() != 0:
         sys.exit("snat_bench: needs root (network namespaces, nftables, bpf, iptables-legacy)")
     bench = Bench(args)
@@ -334,13 +354,14 @@ def main():
     spread = {v: (min(r["gbit"]), max(r["gbit"]), min(r["conn_s"]), max(r["conn_s"])) for v, r in results.items()}
     base_g, base_c = med["no-nat"]
     print(f"\nmedian of {args.rounds} rounds; {args.seconds} s iperf3, {args.count} connections x {args.parallel} threads")
+    print(f"bpf hooks tc as {bench.bpf_attach} links" if bench.bpf_attach == "tcx" else "bpf hooks tc as clsact filters")
     print(f"{'variant':10s} {'TCP Gbit/s':>11s} {'ratio':>7s} {'conn/s':>10s} {'ratio':>7s} {'failed':>7s}")
     for v in args.variants:
         g, c = med[v]
         lo_g, hi_g, lo_c, hi_c = spread[v]
         print(f"{v:10s} {g:11.2f} {g / base_g:7.3f} {c:10.0f} {c / base_c:7.3f} {results[v]['failed']:7d}"
               f"   (Gbit/s {lo_g:.2f}-{hi_g:.2f}, conn/s {lo_c:.0f}-{hi_c:.0f})")
-    if len(args.variants) == len(VARIANTS):
+    if all(v in args.variants for v in VARIANTS):
         order_g = med["bpf"][0] >= med["nftables"][0] >= med["iptables"][0]
         order_c = med["bpf"][1] >= med["nftables"][1] >= med["iptables"][1]
         print(f"\nbpf >= nftables >= iptables: throughput {'yes' if order_g else 'no'}, "
@@ -348,13 +369,19 @@ def main():
     if "bpf" in med:
         print(f"bpf vs ceiling: throughput {med['bpf'][0] / base_g:.3f} (target 0.98), "
               f"new conns {med['bpf'][1] / base_c:.3f} (target 0.95)")
-    for name, st in sorted(results.get("bpf", {}).get("prog", {}).items()):
+    for v in (v for v in args.variants if v.startswith("bpf")):
+        paired_g = [b / a for a, b in zip(results["no-nat"]["gbit"], results[v]["gbit"]) if a]
+        paired_c = [b / a for a, b in zip(results["no-nat"]["conn_s"], results[v]["conn_s"]) if a]
+        print(f"{v} / no-nat per round, median: throughput {statistics.median(paired_g):.3f}, "
+              f"new conns {statistics.median(paired_c):.3f}")
+    for v, name, st in sorted((v, n, st) for v in args.variants if v.startswith("bpf")
+                              for n, st in results[v].get("prog", {}).items()):
         ns, runs = statistics.median(st["ns_per_run"]), statistics.median(st["runs_per_conn"])
-        print(f"bpf {name}: {ns:.0f} ns per packet, {runs:.1f} packets per connection "
+        print(f"{v} {name}: {ns:.0f} ns per packet, {runs:.1f} packets per connection "
               f"({ns * runs / 1000:.2f} us per connection; kernel run_time_ns in an unscored connection run)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results, "median": med,
+            json.dump({"args": vars(args), "results": results, "median": med, "bpf_attach": bench.bpf_attach,
                        "ts_offset_per_port": ts_per_port}, f, indent=1)
 
 

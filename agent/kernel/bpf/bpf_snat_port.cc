@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agent/common/status_macros.h"
@@ -48,9 +49,13 @@ std::map<std::string, BpfSnatPort::HookRecord> BpfSnatPort::ReadRecord(std::stri
     if (what == "pin_dir") {
       ls >> *pin_dir;
     } else if (what == "hook") {
-      std::string ifname;
+      std::string ifname, kind;
       int owns = 0;
-      if (ls >> ifname >> owns) out[ifname].owns_qdisc = owns != 0;
+      if (ls >> ifname >> owns) {
+        out[ifname].owns_qdisc = owns != 0;
+        // Records written before tcx support end here: clsact.
+        out[ifname].tcx = (ls >> kind) && kind == TcAttachName(TcAttach::kTcx);
+      }
     }
   }
   return out;
@@ -63,7 +68,9 @@ absl::Status BpfSnatPort::WriteRecord() const {
     std::ofstream out(tmp, std::ios::trunc);
     out << "# written by ruleplane-agent: tc hooks of the bpf snat dataplane\n";
     out << "pin_dir " << loaded_.pin_dir << "\n";
-    for (const auto& [ifname, hook] : hooks_) out << "hook " << ifname << " " << (hook.created_qdisc() ? 1 : 0) << "\n";
+    for (const auto& [ifname, hook] : hooks_) {
+      out << "hook " << ifname << " " << (hook.created_qdisc() ? 1 : 0) << " " << TcAttachName(hook.attach()) << "\n";
+    }
     out.flush();
     if (!out) return absl::InternalError(absl::StrCat("write ", tmp));
   }
@@ -75,6 +82,32 @@ absl::Status BpfSnatPort::WriteRecord() const {
 
 void BpfSnatPort::DeleteRecord() const {
   if (!options_.state_dir.empty()) ::unlink(RecordPath().c_str());
+}
+
+absl::StatusOr<TcAttach> BpfSnatPort::ResolveAttach(const render::BpfSnatPlan& plan) const {
+  switch (plan.attach) {
+    case core::BpfAttach::kClsact: return TcAttach::kClsact;
+    case core::BpfAttach::kAuto: return KernelHasTcx() ? TcAttach::kTcx : TcAttach::kClsact;
+    case core::BpfAttach::kTcx:
+      if (!KernelHasTcx()) {
+        return absl::FailedPreconditionError(
+            "snat_bpf_attach tcx: this kernel has no tcx (Linux 6.6 or later); use auto or clsact");
+      }
+      return TcAttach::kTcx;
+  }
+  return absl::InternalError("snat_bpf_attach: unknown value");
+}
+
+absl::Status BpfSnatPort::RemoveOtherHooks(int ifindex, const HookRecord* rec, TcAttach keep,
+                                           const std::string& recorded_pin_dir) const {
+  if (keep == TcAttach::kTcx) {
+    // Our clsact filters (and the qdisc, if the record says we created it).
+    return DetachOurFilters(ifindex, rec != nullptr && !rec->tcx && rec->owns_qdisc);
+  }
+  for (const std::string& dir : std::set<std::string>{loaded_.pin_dir, recorded_pin_dir, options_.pin_dir}) {
+    RETURN_IF_ERROR(RemovePinnedTcxLinks(dir, ifindex));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::vector<render::Ipv4Bytes>& pods) {
@@ -97,11 +130,22 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
     return program.SetEgressAddresses(egress);
   };
 
+  ASSIGN_OR_RETURN(const TcAttach attach, ResolveAttach(plan));
   const bool reload = !program_ || loaded_.pin_dir != plan.pin_dir || loaded_.port_min != plan.port_min ||
                       loaded_.port_max != plan.port_max || loaded_.max_retries != plan.max_retries ||
-                      loaded_.max_flows != plan.max_flows;
+                      loaded_.max_flows != plan.max_flows || program_->attach() != attach;
+  // Hooks of the other kind (the attach setting changed) are replaced below:
+  // the new ones attach first, then these go.
+  std::map<std::string, TcHook> replaced;
+  // On an early return they are ours again, still attached: a failed
+  // switch must not leave an interface without a program.
+  absl::Cleanup restore = [&] {
+    for (auto& [ifname, hook] : replaced) hooks_.emplace(ifname, std::move(hook));
+    replaced.clear();
+  };
   if (reload) {
     SnatProgramOptions o;
+    o.attach = attach;
     o.config.port_min = plan.port_min;
     o.config.port_max = plan.port_max;
     o.config.max_retries = plan.max_retries;
@@ -109,14 +153,23 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
     o.pin_dir = plan.pin_dir;
     ASSIGN_OR_RETURN(std::unique_ptr<SnatProgram> program, SnatProgram::Create(o));
     RETURN_IF_ERROR(fill(*program));
-    // Hooks we hold switch to the new programs atomically (same slot).
-    for (auto& [ifname, hook] : hooks_) {
+    // Hooks we hold switch to the new programs atomically (same slot or
+    // link); tcx link pins follow the maps to a new pin dir.
+    for (auto it = hooks_.begin(); it != hooks_.end();) {
+      TcHook& hook = it->second;
+      if (hook.attach() != attach) {
+        replaced.emplace(it->first, std::move(hook));
+        it = hooks_.erase(it);
+        continue;
+      }
       RETURN_IF_ERROR(hook.AttachFilter(TcDirection::kIngress, program->ingress_prog_fd(), "snat_ingress"));
       RETURN_IF_ERROR(hook.AttachFilter(TcDirection::kEgress, program->egress_prog_fd(), "snat_egress"));
+      RETURN_IF_ERROR(hook.MoveLinkPins(plan.pin_dir));
+      ++it;
     }
     const std::string old_pin_dir = program_ ? loaded_.pin_dir : recorded_pin_dir;
     LOG(INFO) << "bpf snat program loaded pin_dir=" << plan.pin_dir << " reused_maps=" << program->reused_maps().size()
-              << " ports=" << plan.port_min << "-" << plan.port_max;
+              << " ports=" << plan.port_min << "-" << plan.port_max << " attach=" << TcAttachName(attach);
     program_ = std::move(program);
     loaded_ = plan;
     if (!old_pin_dir.empty() && old_pin_dir != plan.pin_dir) {
@@ -141,17 +194,29 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
     if (wanted.count(ifname) || hooks_.count(ifname)) continue;
     const unsigned ifindex = ::if_nametoindex(ifname.c_str());
     if (ifindex == 0) continue;  // the interface is gone, and our filters with it
-    RETURN_IF_ERROR(DetachOurFilters(static_cast<int>(ifindex), rec.owns_qdisc));
+    RETURN_IF_ERROR(DetachOurFilters(static_cast<int>(ifindex), !rec.tcx && rec.owns_qdisc));
+    for (const std::string& dir : std::set<std::string>{loaded_.pin_dir, recorded_pin_dir}) {
+      RETURN_IF_ERROR(RemovePinnedTcxLinks(dir, static_cast<int>(ifindex)));
+    }
   }
   for (const std::string& ifname : plan.interfaces) {
     if (hooks_.count(ifname)) continue;
     ASSIGN_OR_RETURN(TcHook hook, program_->AttachToInterface(ifname));
     auto rec = recorded.find(ifname);
-    if (rec != recorded.end() && rec->second.owns_qdisc) hook.MarkQdiscOwned();
+    const HookRecord* r = rec != recorded.end() ? &rec->second : nullptr;
+    if (r != nullptr && !r->tcx && r->owns_qdisc && attach == TcAttach::kClsact) hook.MarkQdiscOwned();
+    const int ifindex = hook.ifindex();
     hooks_.emplace(ifname, std::move(hook));
     // Record right away: a crash between attaches must not lose ownership.
     if (absl::Status s = WriteRecord(); !s.ok()) LOG(WARNING) << "bpf hook record: " << s;
+    // Now that ours run: what an earlier attach kind left on the interface.
+    if (auto old = replaced.find(ifname); old != replaced.end()) {
+      RETURN_IF_ERROR(old->second.Destroy());
+      replaced.erase(old);
+    }
+    RETURN_IF_ERROR(RemoveOtherHooks(ifindex, r, attach, recorded_pin_dir));
   }
+  for (auto& [ifname, hook] : replaced) RETURN_IF_ERROR(hook.Destroy());
   loaded_ = plan;
   pods_ = pods.size();
   return WriteRecord();
@@ -169,7 +234,7 @@ absl::Status BpfSnatPort::Teardown(const render::BpfSnatPlan&) {
   hooks_.clear();
   for (const auto& [ifname, rec] : recorded) {
     const unsigned ifindex = ::if_nametoindex(ifname.c_str());
-    if (ifindex != 0) note(DetachOurFilters(static_cast<int>(ifindex), rec.owns_qdisc));
+    if (ifindex != 0) note(DetachOurFilters(static_cast<int>(ifindex), !rec.tcx && rec.owns_qdisc));
   }
   // Our slot on any other interface of this namespace (a predecessor whose
   // record was lost): the handle/priority pair is ours alone.
@@ -179,6 +244,7 @@ absl::Status BpfSnatPort::Teardown(const render::BpfSnatPlan&) {
     }
     ::if_freenameindex(all);
   }
+  // RemoveSnatPins also detaches the tcx links pinned there.
   std::set<std::string> pin_dirs = {loaded_.pin_dir, recorded_pin_dir, options_.pin_dir};
   for (const std::string& dir : pin_dirs) {
     if (!dir.empty()) note(RemoveSnatPins(dir));
@@ -212,7 +278,7 @@ void BpfSnatPort::Release() {
 std::string BpfSnatPort::Describe() const {
   if (!program_) return "bpf dataplane off";
   std::vector<std::string> names;
-  for (const auto& [ifname, hook] : hooks_) names.push_back(ifname);
+  for (const auto& [ifname, hook] : hooks_) names.push_back(absl::StrCat(ifname, "(", TcAttachName(hook.attach()), ")"));
   return absl::StrCat("bpf hooks=", absl::StrJoin(names, ","), " pods=", pods_, " egress=", loaded_.egress.size(),
                       " pin_dir=", loaded_.pin_dir);
 }

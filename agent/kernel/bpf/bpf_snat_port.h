@@ -3,10 +3,12 @@
 // maps, attaches it to the egress interfaces, and removes all of it again
 // when the plan is disabled.
 //
-// Owns: the loaded SnatProgram, one TcHook per hooked interface, and a small
-// state file <state_dir>/bpf-snat-hooks listing the interfaces we hooked and
+// Owns: the loaded SnatProgram, one TcHook per hooked interface (tcx links or
+// clsact filters, per plan.attach), and a small state file
+// <state_dir>/bpf-snat-hooks listing the interfaces we hooked, how, and
 // whether we created their clsact qdisc (a restarted agent cannot tell that
-// from the kernel, and may only remove a qdisc it created). Thread: the
+// from the kernel, and may only remove a qdisc it created). tcx links are
+// pinned in the pin dir, so removing the pins' owner finds them too. Thread: the
 // engine's writer only. Must not: detach anything on destruction or
 // Release() (restart safety: the filters keep translating while no agent
 // runs); touch filters other than our slot (kRuleplaneTcFilter).
@@ -50,7 +52,15 @@ class BpfSnatPort : public txn::DataplanePort {
  private:
   struct HookRecord {
     bool owns_qdisc = false;
+    bool tcx = false;
   };
+  // plan.attach resolved against this kernel. FailedPrecondition: tcx asked
+  // for and missing.
+  absl::StatusOr<TcAttach> ResolveAttach(const render::BpfSnatPlan& plan) const;
+  // Removes what a predecessor (or an earlier attach kind of ours) left on
+  // `ifindex` that `keep` does not cover.
+  absl::Status RemoveOtherHooks(int ifindex, const HookRecord* rec, TcAttach keep,
+                                const std::string& recorded_pin_dir) const;
   absl::Status Teardown(const render::BpfSnatPlan& plan);
   std::map<std::string, HookRecord> ReadRecord(std::string* pin_dir) const;
   absl::Status WriteRecord() const;

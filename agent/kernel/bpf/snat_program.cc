@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/magic.h>
+#include <linux/pkt_cls.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -192,6 +193,7 @@ absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgr
   skel->rodata->port_max = options.config.port_max;
   skel->rodata->max_retries = options.config.max_retries;
   skel->rodata->l2_hdr_len = options.config.l2_header_len;
+  skel->rodata->xlate_verdict = options.attach == TcAttach::kTcx ? TC_ACT_UNSPEC : TC_ACT_OK;
   for (bpf_map* map : {skel->maps.ruleplane_nat, skel->maps.ruleplane_rnat}) {
     if (const int err = bpf_map__set_max_entries(map, options.config.max_flows); err != 0) {
       return BpfError(err, absl::StrCat("size map ", bpf_map__name(map)));
@@ -218,7 +220,7 @@ absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgr
   RETURN_IF_ERROR(skel.Load());
   LOG(INFO) << "bpf snat loaded pin_dir=" << (options.pin_dir.empty() ? "(none)" : options.pin_dir)
             << " reused_maps=" << reused.size() << " ports=" << options.config.port_min << "-"
-            << options.config.port_max << " max_flows=" << bpf_map__max_entries(skel->maps.ruleplane_nat);
+            << options.config.port_max << " attach=" << TcAttachName(options.attach) << " max_flows=" << bpf_map__max_entries(skel->maps.ruleplane_nat);
   return std::unique_ptr<SnatProgram>(new SnatProgram(options, std::move(skel), std::move(reused)));
 }
 
@@ -242,7 +244,8 @@ bpf_map* SnatProgram::ReasonMap() const { return skel_->maps.ruleplane_rsn; }
 bpf_map* SnatProgram::EgressStatsMap() const { return skel_->maps.ruleplane_estat; }
 
 absl::StatusOr<TcHook> SnatProgram::AttachToInterface(int ifindex) const {
-  ASSIGN_OR_RETURN(TcHook hook, TcHook::Create(ifindex));
+  ASSIGN_OR_RETURN(TcHook hook, options_.attach == TcAttach::kTcx ? TcHook::CreateTcx(ifindex, options_.pin_dir)
+                                                                    : TcHook::Create(ifindex));
   // Ingress first: replies must be translated back before the first packet
   // is translated on egress. If the egress attach fails, `hook` detaches the
   // ingress filter again on return.
@@ -442,6 +445,7 @@ std::vector<std::string> SnatMapNames() {
 
 absl::Status RemoveSnatPins(const std::string& pin_dir) {
   if (pin_dir.empty()) return absl::OkStatus();
+  RETURN_IF_ERROR(RemovePinnedTcxLinks(pin_dir));
   const std::vector<std::string> names = SnatMapNames();
   if (names.empty()) return absl::InternalError("remove snat pins: cannot list the program's maps");
   for (const std::string& name : names) {

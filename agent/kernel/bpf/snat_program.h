@@ -63,6 +63,11 @@ struct SnatProgramOptions {
   // bpffs directory for the map pins; created if missing (it must be on a
   // mounted bpffs). Empty: no pinning (tests; state dies with the object).
   std::string pin_dir = std::string(kDefaultPinDir);
+  // How AttachToInterface() hooks tc. Also load-time: a translated packet's
+  // verdict differs (TC_ACT_OK ends a cls_bpf chain; TC_ACT_UNSPEC lets the
+  // clsact filters that tcx runs before still see it). tcx links are pinned
+  // in pin_dir next to the maps.
+  TcAttach attach = TcAttach::kClsact;
 };
 
 struct EgressAddress {
@@ -86,8 +91,9 @@ struct EgressUsage {
 // ruleplane_rsn summed over CPUs, indexed by rp_reason.
 using ReasonCounters = std::array<uint64_t, RP_REASON_SLOTS>;
 
-// Removes the pins of every map of the snat program from `pin_dir` (and the
-// directory when it is then empty) without loading anything; absent pins are
+// Detaches and unpins our tcx links there, removes the pins of every map of
+// the snat program from `pin_dir` (and the directory when it is then empty)
+// without loading anything; absent pins are
 // fine. For leaving bpf mode when no SnatProgram is loaded (after a restart).
 // Maps stay alive while an attached program still uses them.
 [[nodiscard]] absl::Status RemoveSnatPins(const std::string& pin_dir);
@@ -112,6 +118,7 @@ class SnatProgram {
 
   const SnatConfig& config() const { return options_.config; }
   const std::string& pin_dir() const { return options_.pin_dir; }
+  TcAttach attach() const { return options_.attach; }
   // Names of the maps adopted from existing pins (empty on a fresh start).
   const std::vector<std::string>& reused_maps() const { return reused_maps_; }
   // The NAT maps' size in effect: config.max_flows, or the size of the
@@ -121,8 +128,9 @@ class SnatProgram {
   int egress_prog_fd() const;
   int ingress_prog_fd() const;
 
-  // Creates (or adopts) clsact on the interface and attaches snat_egress and
-  // snat_ingress with kRuleplaneTcFilter, replacing our earlier filters
+  // Attaches snat_ingress, then snat_egress, the way options.attach says:
+  // clsact (created or adopted) filters in slot kRuleplaneTcFilter, or tcx
+  // links pinned in the pin dir; replaces our earlier filters or links
   // atomically. The returned hook detaches on destruction unless released.
   absl::StatusOr<TcHook> AttachToInterface(int ifindex) const;
   absl::StatusOr<TcHook> AttachToInterface(absl::string_view ifname) const;

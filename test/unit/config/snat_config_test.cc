@@ -57,6 +57,7 @@ TEST(SnatConfigTest, EverythingFromTheConfig) {
   c.set_bpf_pin_dir("/sys/fs/bpf/x");
   c.set_snat_bpf_max_retries(8);
   c.set_snat_bpf_max_flows(262144);
+  c.set_snat_bpf_attach("clsact");
   auto s = SnatSettingsFromConfig(c, FakeLookup);
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->mode, core::SnatMode::kBpf);
@@ -68,6 +69,11 @@ TEST(SnatConfigTest, EverythingFromTheConfig) {
   EXPECT_EQ(s->bpf_pin_dir, "/sys/fs/bpf/x");
   EXPECT_EQ(s->bpf_max_retries, 8u);
   EXPECT_EQ(s->bpf_max_flows, 262144u);
+  EXPECT_EQ(s->bpf_attach, core::BpfAttach::kClsact);
+  c.set_snat_bpf_attach("tcx");
+  EXPECT_EQ(SnatSettingsFromConfig(c, FakeLookup)->bpf_attach, core::BpfAttach::kTcx);
+  c.clear_snat_bpf_attach();
+  EXPECT_EQ(SnatSettingsFromConfig(c, FakeLookup)->bpf_attach, core::BpfAttach::kAuto);
 }
 
 TEST(SnatConfigTest, Ipv6DefaultsToAGlobalAddress) {
@@ -85,6 +91,7 @@ TEST(SnatConfigTest, ErrorsNameTheField) {
   };
   const std::vector<Case> cases = {
       {[](v1::AgentConfig& c) { c.set_snat_mode("masquerade"); }, "snat_mode: "},
+      {[](v1::AgentConfig& c) { c.set_snat_bpf_attach("xdp"); }, "snat_bpf_attach: "},
       {[](v1::AgentConfig& c) { c.add_snat_egress_ips("not-an-ip"); }, "snat_egress_ips: "},
       {[](v1::AgentConfig& c) { c.add_snat_exclude("10.0.0.1/8"); }, "snat_exclude: "},
       {[](v1::AgentConfig& c) { c.set_snat_port_range("9-1"); }, "snat_port_range: "},
