@@ -655,7 +655,9 @@ def snat_section(sn, lines, prog=()):
     lines.append(f"`tools/bench/snat_bench.py`: pod ns → node ns → outside ns through the `bridge` + `host-local` + "
                  f"`ruleplane` chain; the agent's SNAT mode is switched by SIGHUP between rounds (no-nat: the outside "
                  f"routes the pod subnet back, the ceiling; iptables: `iptables-legacy` MASQUERADE --random-fully with "
-                 f"the agent's SNAT off). {args['rounds']} rounds, variant order rotated every round; TCP = one "
+                 f"the agent's SNAT off; bpf: the programs hooked as "
+                 f"{'tcx links' if sn.get('bpf_attach') == 'tcx' else 'clsact filters'}, what `snat_bpf_attach` auto "
+                 f"picks on this kernel). {args['rounds']} rounds, variant order rotated every round; TCP = one "
                  f"iperf3 stream for {args['seconds']} s; new connections = {args['count']} short connections "
                  f"(connect, 1-byte request/response, close) from {args['parallel']} threads. Median over rounds "
                  f"[min–max].\n")
