@@ -210,7 +210,9 @@ std::string DescribeSnat(const SnatSettings& s) {
                   " exclude=", prefixes(s.exclude_ipv4), " ports=", s.EffectivePorts().ToString(),
                   " fully_random=", s.fully_random ? "true" : "false");
   if (s.ipv6) absl::StrAppend(&out, " egress6=", ips(s.egress_ipv6), " exclude6=", prefixes(s.exclude_ipv6));
-  if (s.mode == SnatMode::kBpf) absl::StrAppend(&out, " pin_dir=", s.bpf_pin_dir);
+  if (s.mode == SnatMode::kBpf) {
+    absl::StrAppend(&out, " pin_dir=", s.bpf_pin_dir, " attach=", BpfAttachName(s.bpf_attach));
+  }
   return out;
 }
 

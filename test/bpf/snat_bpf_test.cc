@@ -8,8 +8,8 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/socket.h>
-
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -924,6 +924,17 @@ uint32_t ProgId(int fd) {
   return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
 }
 
+// The id of the bpf link pinned at `path`, 0 if none.
+uint32_t PinnedLinkId(const std::string& path) {
+  const int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) return 0;
+  bpf_link_info info{};
+  uint32_t len = sizeof(info);
+  const uint32_t id = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
+  ::close(fd);
+  return id;
+}
+
 // Creates clsact on `ifindex` like another agent would; true if created.
 bool CreateForeignClsact(int ifindex) {
   bpf_tc_hook hook{};
@@ -1047,6 +1058,7 @@ TEST_F(PrivilegedBpfTcxTest, LinksArePinnedReplacedInPlaceAndRemoved) {
   InPrivateNetns([this] {
     ASSERT_OK_AND_ASSIGN(std::unique_ptr<SnatProgram> first, SnatProgram::Create(options_));
     ASSERT_OK_AND_ASSIGN(const int ifindex, kernel::bpf::InterfaceIndex("lo"));
+    uint32_t egress_link = 0;
     {
       ASSERT_OK_AND_ASSIGN(TcHook hook, first->AttachToInterface(ifindex));
       EXPECT_EQ(hook.attach(), TcAttach::kTcx);
@@ -1057,6 +1069,8 @@ TEST_F(PrivilegedBpfTcxTest, LinksArePinnedReplacedInPlaceAndRemoved) {
       EXPECT_TRUE(std::filesystem::exists(hook.LinkPinPath(TcDirection::kIngress)));
       EXPECT_FALSE(FilterAttached(ifindex, BPF_TC_EGRESS, nullptr)) << "no cls_bpf filter in tcx mode";
       EXPECT_TRUE(CreateForeignClsact(ifindex)) << "tcx must not create a clsact qdisc";
+      egress_link = PinnedLinkId(hook.LinkPinPath(TcDirection::kEgress));
+      EXPECT_NE(egress_link, 0u);
       hook.Release();  // agent exit: the pinned links keep running
     }
     EXPECT_EQ(Progs(ifindex, TcDirection::kEgress).size(), 1u) << "released link was detached";
@@ -1067,6 +1081,7 @@ TEST_F(PrivilegedBpfTcxTest, LinksArePinnedReplacedInPlaceAndRemoved) {
         << "the restarted agent's program replaces the old one in the same link";
     EXPECT_EQ(Progs(ifindex, TcDirection::kIngress), std::vector<uint32_t>{ProgId(second->ingress_prog_fd())});
     const std::string pin = hook.LinkPinPath(TcDirection::kEgress);
+    EXPECT_EQ(PinnedLinkId(pin), egress_link) << "the same link, not a new one";
     EXPECT_OK(hook.Destroy());
     EXPECT_TRUE(Progs(ifindex, TcDirection::kEgress).empty());
     EXPECT_TRUE(Progs(ifindex, TcDirection::kIngress).empty());

@@ -114,7 +114,7 @@ TEST(SnatSettingsTest, EffectivePortsPerBackend) {
   EXPECT_EQ(s.EffectivePorts().size(), 2u);
   EXPECT_EQ(DescribeSnat(s),
             "mode=bpf ifaces=eth0 egress=192.0.2.1 exclude= ports=40000-40001 fully_random=true "
-            "pin_dir=/sys/fs/bpf/ruleplane");
+            "pin_dir=/sys/fs/bpf/ruleplane attach=auto");
 }
 
 }  // namespace
