@@ -264,6 +264,16 @@ class Bench:
             out[info.get("name", name)] = (info.get("run_cnt", 0), info.get("run_time_ns", 0))
         return out
 
+    @staticmethod
+    def machine_cpu_s():
+        """CPU seconds the whole machine spent busy so far (user, nice,
+        system, irq, softirq; not idle, iowait or steal): everything the
+        variants run on this machine (iperf3, connrate, softirq NAT work)."""
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+        return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
     def agent_cpu_s(self):
         """User + system CPU seconds the agent has used so far."""
         with open(f"/proc/{self.agent.pid}/stat") as f:
@@ -272,7 +282,8 @@ class Bench:
 
     def run(self):
         vs = self.args.variants
-        results = {v: {"gbit": [], "conn_s": [], "failed": 0, "agent_cpu_ms_per_1k_conns": [], "syn_retrans": []}
+        results = {v: {"gbit": [], "conn_s": [], "failed": 0, "agent_cpu_ms_per_1k_conns": [], "syn_retrans": [],
+                       "cpu_s_per_100gbit": [], "cpu_us_per_conn": []}
                    for v in vs}
         for rnd in range(self.args.rounds):
             # Rotate the order every round so no variant always runs first
@@ -280,10 +291,18 @@ class Bench:
             for v in vs[rnd % len(vs):] + vs[:rnd % len(vs)]:
                 self.set_mode(v)
                 self.check_source(v)
+                m0 = self.machine_cpu_s()
                 g = self.throughput()
+                m1 = self.machine_cpu_s()
                 cpu0, syn0 = self.agent_cpu_s(), self.syn_retrans()
+                cpu_mark = self.machine_cpu_s()
                 c, failed = self.conn_rate()
+                m2 = self.machine_cpu_s()
                 syn1, cpu1 = self.syn_retrans(), self.agent_cpu_s()
+                # Busy CPU per unit of work: less sensitive than the rates to
+                # where the scheduler places the processes on this 2-vCPU VM.
+                results[v]["cpu_s_per_100gbit"].append((m1 - m0) / (g * self.args.seconds) * 100 if g else 0)
+                results[v]["cpu_us_per_conn"].append((m2 - cpu_mark) * 1e6 / self.args.count)
                 if v.startswith("bpf") and self.stats_path:
                     # What the programs cost in the kernel, caches as they
                     # are under this load: ns per run, runs per connection.
@@ -369,6 +388,14 @@ def main():
     if "bpf" in med:
         print(f"bpf vs ceiling: throughput {med['bpf'][0] / base_g:.3f} (target 0.98), "
               f"new conns {med['bpf'][1] / base_c:.3f} (target 0.95)")
+    print("\nbusy CPU of the whole machine per unit of work (median; ÷ no-nat per round, median), "
+          "includes starting the client processes:")
+    for v in args.variants:
+        r, b = results[v], results["no-nat"]
+        pc = [x / y for x, y in zip(r["cpu_us_per_conn"], b["cpu_us_per_conn"]) if y]
+        pg = [x / y for x, y in zip(r["cpu_s_per_100gbit"], b["cpu_s_per_100gbit"]) if y]
+        print(f"  {v:10s} {statistics.median(r['cpu_us_per_conn']):7.1f} us per connection ({statistics.median(pc):.3f})"
+              f"   {statistics.median(r['cpu_s_per_100gbit']):6.2f} CPU s per 100 Gbit ({statistics.median(pg):.3f})")
     for v in (v for v in args.variants if v.startswith("bpf")):
         paired_g = [b / a for a, b in zip(results["no-nat"]["gbit"], results[v]["gbit"]) if a]
         paired_c = [b / a for a, b in zip(results["no-nat"]["conn_s"], results[v]["conn_s"]) if a]
