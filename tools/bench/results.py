@@ -708,6 +708,20 @@ def snat_section(sn, lines, prog=()):
                 lines.append(f"- the per-round ratios of {' and '.join(straddle)} fall on both sides of the target, "
                              f"so this run's PASS/MISS there is not stable on this machine: another run of the same "
                              f"binaries can flip it. Judge by many rounds (e.g. several runs pooled), not by one page.")
+        if all(res[v].get("cpu_us_per_conn") for v in variants):
+            def cpu_ratio(v, key):
+                return med([x / y for x, y in zip(res[v][key], res["no-nat"][key]) if y])
+            lines.append("- busy CPU of the whole machine (`/proc/stat` user+nice+system+irq+softirq, not steal) per "
+                         "unit of work, median, and ÷ no-nat per round: " + "; ".join(
+                             f"{v} {med(res[v]['cpu_us_per_conn']):.1f} µs per connection "
+                             f"({cpu_ratio(v, 'cpu_us_per_conn'):.3f}), "
+                             f"{med(res[v]['cpu_s_per_100gbit']):.2f} CPU s per 100 Gbit "
+                             f"({cpu_ratio(v, 'cpu_s_per_100gbit'):.3f})" for v in variants)
+                         + ". Less sensitive than the rates to where the scheduler puts the processes on this "
+                           "2-vCPU VM; it includes starting the client processes, the same for every variant. "
+                           "Conntrack runs in the node namespace for every variant (the agent's own hostPort chains "
+                           "are `type nat`), as on any kube-proxy node, so the conntrack variants add only the NAT "
+                           "binding to connection tracking that is paid anyway, while bpf adds its own flow state.")
         lines.append("- SYN retransmits: each is a connection that waited the 1 s initial retransmission timeout. "
                      "With conntrack NAT and a random source port per flow (`fully-random`, nftables backend and "
                      "`MASQUERADE --random-fully` alike), a new flow can be given a port whose tuple the server "
