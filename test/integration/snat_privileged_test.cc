@@ -21,6 +21,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <cstring>
 #include <functional>
 #include <thread>
@@ -368,6 +370,33 @@ TEST_F(PrivilegedBpfSnatPortTest, TcxLinksSurviveRestartAndSwitchWithClsact) {
     EXPECT_TRUE(TcxProgs().empty());
     EXPECT_THAT(Tc(), Not(HasSubstr("clsact")));
     EXPECT_FALSE(std::filesystem::exists(pin_dir_));
+  });
+}
+
+// Switching the attach kind while an interface leaves the plan: the new kind
+// on the interfaces still wanted, nothing left on (or recorded for) the other.
+TEST_F(PrivilegedBpfSnatPortTest, AttachSwitchThatAlsoDropsAnInterfaceLeavesNothingThere) {
+  if (!kernel::bpf::KernelHasTcx()) GTEST_SKIP() << "kernel without tcx (Linux < 6.6)";
+  CommandResult r = ns_->RunIn("ip link add eth-b type veth peer name peer1 && ip link set eth-b up");
+  ASSERT_EQ(r.exit_code, 0) << r.error;
+  RunInNetns(*ns_, [&] {
+    kernel::bpf::BpfSnatPort port(Options());
+    render::BpfSnatPlan both = TcxPlan();
+    both.interfaces = {"eth-out", "eth-b"};
+    absl::Status s = port.Converge(both, {});
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_THAT(port.Describe(), HasSubstr("hooks=eth-b(tcx),eth-out(tcx)"));
+    s = port.Converge(Plan(), {});  // clsact, eth-out only
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_THAT(port.Describe(), HasSubstr("hooks=eth-out(clsact) "));
+    absl::StatusOr<std::vector<uint32_t>> left =
+        kernel::bpf::TcHook::TcxProgramIds(static_cast<int>(::if_nametoindex("eth-b")),
+                                           kernel::bpf::TcDirection::kEgress);
+    ASSERT_TRUE(left.ok()) << left.status();
+    EXPECT_TRUE(left->empty());
+    std::ifstream record(state_dir_ / "bpf-snat-hooks");
+    std::string text((std::istreambuf_iterator<char>(record)), std::istreambuf_iterator<char>());
+    EXPECT_THAT(text, Not(HasSubstr("eth-b")));
   });
 }
 

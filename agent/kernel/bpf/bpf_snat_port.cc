@@ -167,6 +167,9 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
       RETURN_IF_ERROR(hook.MoveLinkPins(plan.pin_dir));
       ++it;
     }
+    // (Hooks of the other kind keep their old pins: if the pin dir changed
+    // too, removing the old pins below detaches them before the new kind is
+    // attached, a short gap in a change that loses the NAT state anyway.)
     const std::string old_pin_dir = program_ ? loaded_.pin_dir : recorded_pin_dir;
     LOG(INFO) << "bpf snat program loaded pin_dir=" << plan.pin_dir << " reused_maps=" << program->reused_maps().size()
               << " ports=" << plan.port_min << "-" << plan.port_max << " attach=" << TcAttachName(attach);
@@ -216,10 +219,16 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
     }
     RETURN_IF_ERROR(RemoveOtherHooks(ifindex, r, attach, recorded_pin_dir));
   }
-  for (auto& [ifname, hook] : replaced) RETURN_IF_ERROR(hook.Destroy());
+  // The rest of the old kind hooked interfaces that are no longer wanted.
+  absl::Status destroyed;
+  for (auto& [ifname, hook] : replaced) {
+    if (absl::Status s = hook.Destroy(); !s.ok() && destroyed.ok()) destroyed = s;
+  }
+  replaced.clear();  // done with them, even on error: `restore` must not bring them back
   loaded_ = plan;
   pods_ = pods.size();
-  return WriteRecord();
+  absl::Status recorded_now = WriteRecord();
+  return destroyed.ok() ? recorded_now : destroyed;
 }
 
 absl::Status BpfSnatPort::Teardown(const render::BpfSnatPlan&) {
