@@ -277,13 +277,14 @@ class SnatLab:
         return {d: [p["name"] for p in progs] for d, progs in json.loads(r.stdout).items()}
 
     def hooked(self):
-        """How our programs hook eth-out: "tcx", "clsact", or None (nothing
-        of ours; an empty clsact qdisc we created would count as ours)."""
+        """How our programs hook eth-out: "tcx" (and no clsact qdisc left),
+        "clsact", or None (nothing: no links, filters or qdisc). Anything
+        else fails the test; nobody but the agent hooks tc in these labs."""
         tcx = self.tcx() or {}
         qdisc, filters = self.tc()
         ours_tcx = sorted(tcx.get("ingress", []) + tcx.get("egress", [])) == ["snat_egress", "snat_ingress"]
         ours_cls = RP_FILTER_HANDLE in filters
-        if ours_tcx and not ours_cls:
+        if ours_tcx and not ours_cls and "clsact" not in qdisc:
             return "tcx"
         if ours_cls and not tcx.get("ingress") and not tcx.get("egress"):
             return "clsact"

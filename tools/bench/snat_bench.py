@@ -77,7 +77,8 @@ class Bench:
         self.port = 9000
         # kernel.bpf_stats_enabled: a global switch, on only for the bpf
         # variant's unscored probe runs and put back as found by close().
-        self.stats_path = "/proc/sys/kernel/bpf_stats_enabled" if "bpf" in args.variants else None
+        self.stats_path = ("/proc/sys/kernel/bpf_stats_enabled" if any(v.startswith("bpf") for v in args.variants)
+                           else None)
         # What snat_bpf_attach auto picks on this kernel (tcx on Linux >= 6.6).
         self.bpf_attach = "tcx" if sh(sys.executable, os.path.join(REPO, "tools", "tcx_progs.py"), "lo",
                                       check=False).returncode == 0 else "clsact"
