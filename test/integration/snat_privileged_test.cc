@@ -373,6 +373,35 @@ TEST_F(PrivilegedBpfSnatPortTest, TcxLinksSurviveRestartAndSwitchWithClsact) {
   });
 }
 
+// Upgrade from an agent that only knew clsact (its record has no kind): the
+// new agent's tcx links replace its filters and the clsact qdisc it created.
+TEST_F(PrivilegedBpfSnatPortTest, UpgradeFromAClsactOnlyAgentMovesToTcx) {
+  if (!kernel::bpf::KernelHasTcx()) GTEST_SKIP() << "kernel without tcx (Linux < 6.6)";
+  RunInNetns(*ns_, [&] {
+    {
+      kernel::bpf::BpfSnatPort old(Options());
+      ASSERT_TRUE(old.Converge(Plan(), {{10, 96, 0, 5}}).ok());
+    }  // exits, leaving its filters
+    // Rewrite the record the way the older agent wrote it: "hook IF OWNS".
+    const std::filesystem::path record = state_dir_ / "bpf-snat-hooks";
+    std::ifstream in(record);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    in.close();
+    const std::string kind = " clsact\n";
+    ASSERT_NE(text.find("hook eth-out 1" + kind), std::string::npos) << text;
+    text.replace(text.find(kind), kind.size(), "\n");
+    std::ofstream(record, std::ios::trunc) << text;
+
+    kernel::bpf::BpfSnatPort port(Options());
+    absl::Status s = port.Converge(TcxPlan(), {{10, 96, 0, 5}});
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(TcxProgs(), (std::vector<std::string>{"snat_ingress", "snat_egress"}));
+    std::string tc = Tc();
+    EXPECT_THAT(tc, Not(HasSubstr("snat_")));
+    EXPECT_THAT(tc, Not(HasSubstr("clsact"))) << "the qdisc the old agent created goes with its filters";
+  });
+}
+
 // Switching the attach kind while an interface leaves the plan: the new kind
 // on the interfaces still wanted, nothing left on (or recorded for) the other.
 TEST_F(PrivilegedBpfSnatPortTest, AttachSwitchThatAlsoDropsAnInterfaceLeavesNothingThere) {
