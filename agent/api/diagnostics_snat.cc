@@ -62,6 +62,7 @@ grpc::ServerUnaryReactor* DiagnosticsService::GetSnatStats(grpc::CallbackServerC
   resp->set_port_capacity(stats->capacity_per_tuple);
   resp->set_translations(stats->translations_total);
   resp->set_flow_table_capacity(stats->flow_table_capacity);
+  resp->set_bpf_hook(stats->bpf_hook);
   for (const backend::SnatEgressStat& e : stats->egress) {
     v1::SnatEgressAddressStats* p = resp->add_egress();
     p->set_address(e.addr.ToString());

@@ -46,6 +46,8 @@ struct SnatStats {
   // flows evict the least recently used ones. 0 for nftables (conntrack's
   // own limit applies there).
   uint64_t flow_table_capacity = 0;
+  // bpf: "tcx" or "clsact" (snat_bpf_attach as resolved on this kernel).
+  std::string bpf_hook;
   std::vector<SnatEgressStat> egress;  // pool order, then addresses not in the pool
   std::vector<SnatTupleStat> top;      // busiest tuples first
   // Flows placed on an egress address other than the first (bpf: the

@@ -272,6 +272,7 @@ void SnatMonitor::CollectBpf(const core::SnatSettings& settings, backend::SnatSt
     }
   }
   stats.flow_table_capacity = maps->flow_capacity;
+  stats.bpf_hook = kernel::bpf::HasPinnedTcxLinks(settings.bpf_pin_dir) ? "tcx" : "clsact";
   stats.failovers = maps->reasons[RP_FAILOVER];
   for (const BpfDropReason& d : kBpfDrops) stats.drops[d.name] = maps->reasons[d.reason];
 #endif

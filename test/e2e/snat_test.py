@@ -424,8 +424,11 @@ class SnatTest(LabTestCase):
         lab = self.lab("bpf", bpf_snat())
         self.check_egress_reply_and_exclusion(lab)
         self.assertEqual(lab.snat_objects(), [], "no SNAT rules in nftables in bpf mode")
-        # snat_bpf_attach auto: tcx links where the kernel has them.
-        self.assertEqual(lab.hooked(), "clsact" if lab.tcx() is None else "tcx")
+        # snat_bpf_attach auto: tcx links where the kernel has them, and
+        # GetSnatStats says which.
+        kind = "clsact" if lab.tcx() is None else "tcx"
+        self.assertEqual(lab.hooked(), kind)
+        self.assertEqual(wait_for(lambda: lab.snat_stats().get("bpf_hook"), what="bpf_hook in GetSnatStats"), kind)
 
     def test_bpf_attach_switch_between_clsact_and_tcx_keeps_flows(self):
         lab = self.lab("bpfatt", bpf_snat(snat_bpf_attach="clsact"))
@@ -435,8 +438,10 @@ class SnatTest(LabTestCase):
         c = lab.client(ns)
         self.assertEqual(c.open(), (0, NODE_IP))
         self.assertEqual(lab.hooked(), "clsact")
+        self.assertEqual(wait_for(lambda: lab.snat_stats().get("bpf_hook"), what="bpf_hook"), "clsact")
         lab.reload(bpf_snat(snat_bpf_attach="tcx"))
         self.assertEqual(lab.hooked(), "tcx")
+        wait_for(lambda: lab.snat_stats().get("bpf_hook") == "tcx", what="bpf_hook tcx after the switch")
         self.assertEqual(c.ask(0), NODE_IP, "established flow after clsact -> tcx (same maps)")
         self.assertEqual(lab.once(ns, "udp"), NODE_IP)
         # A restart finds its pinned links and keeps them.

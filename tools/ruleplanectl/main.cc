@@ -358,6 +358,7 @@ int Snat() {
   absl::PrintF("mode:           %s\n", r.mode());
   if (r.mode() == "off") return kOk;
   absl::PrintF("settings:       %s\n", r.settings());
+  if (!r.bpf_hook().empty()) absl::PrintF("tc hook:        %s\n", r.bpf_hook());
   absl::PrintF("translations:   %d (capacity %d per destination and egress address)\n", r.translations(),
                r.port_capacity());
   if (r.flow_table_capacity() > 0) {

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "agent/common/status_macros.h"
 #include "agent/kernel/bpf/errors.h"
 #include "agent/kernel/bpf/libbpf_log.h"
 #include "glog/logging.h"
@@ -112,19 +113,35 @@ bool KernelHasTcx() {
   return bpf_prog_query(/*lo*/ 1, kBpfTcxIngress, 0, &attach_flags, nullptr, &count) == 0;
 }
 
-absl::Status RemovePinnedTcxLinks(const std::string& pin_dir, int ifindex) {
-  if (pin_dir.empty()) return absl::OkStatus();
+namespace {
+
+// Names of our tcx link pins in `pin_dir` (all, or those of `ifindex` when
+// non-zero). An absent dir has none.
+absl::StatusOr<std::vector<std::string>> PinnedTcxLinkNames(const std::string& pin_dir, int ifindex) {
+  std::vector<std::string> names;
+  if (pin_dir.empty()) return names;
   DIR* d = ::opendir(pin_dir.c_str());
   if (d == nullptr) {
-    if (errno == ENOENT) return absl::OkStatus();
+    if (errno == ENOENT) return names;
     return BpfError(errno, absl::StrCat("open pin dir ", pin_dir));
   }
   const std::string want = ifindex == 0 ? std::string(kTcxLinkPinPrefix) : absl::StrCat(kTcxLinkPinPrefix, ifindex, "_");
-  std::vector<std::string> names;
   while (const dirent* e = ::readdir(d)) {
     if (absl::string_view(e->d_name).substr(0, want.size()) == want) names.emplace_back(e->d_name);
   }
   ::closedir(d);
+  return names;
+}
+
+}  // namespace
+
+bool HasPinnedTcxLinks(const std::string& pin_dir) {
+  absl::StatusOr<std::vector<std::string>> names = PinnedTcxLinkNames(pin_dir, 0);
+  return names.ok() && !names->empty();
+}
+
+absl::Status RemovePinnedTcxLinks(const std::string& pin_dir, int ifindex) {
+  ASSIGN_OR_RETURN(const std::vector<std::string> names, PinnedTcxLinkNames(pin_dir, ifindex));
   absl::Status first;
   for (const std::string& name : names) {
     const std::string path = absl::StrCat(pin_dir, "/", name);

@@ -50,6 +50,8 @@ inline constexpr absl::string_view kTcxLinkPinPrefix = "tcx_";
 // them, or only those of `ifindex` when it is non-zero. Links whose interface
 // is gone are only unpinned. Absent dir or pins: fine.
 [[nodiscard]] absl::Status RemovePinnedTcxLinks(const std::string& pin_dir, int ifindex = 0);
+// Whether `pin_dir` holds any of our tcx link pins (read-only; any thread).
+bool HasPinnedTcxLinks(const std::string& pin_dir);
 
 // A tc filter's identity within a clsact hook.
 struct TcFilterId {
