@@ -48,6 +48,15 @@ VARIANTS = ("no-nat", "bpf", "nftables", "iptables")
 EXTRA_VARIANTS = ("bpf-clsact",)
 
 
+def tcx_progs(dev, ns=None):
+    """[(name, id)] of the programs tcx runs on `dev` (both directions), or
+    None on a kernel without tcx (tools/tcx_progs.py; bpftool 7.1 cannot)."""
+    r = sh(sys.executable, os.path.join(REPO, "tools", "tcx_progs.py"), dev, ns=ns, check=False)
+    if r.returncode != 0:
+        return None
+    return [(p["name"], p["id"]) for progs in json.loads(r.stdout).values() for p in progs]
+
+
 def sh(*args, ns=None, check=True, timeout=120):
     cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
@@ -80,8 +89,7 @@ class Bench:
         self.stats_path = ("/proc/sys/kernel/bpf_stats_enabled" if any(v.startswith("bpf") for v in args.variants)
                            else None)
         # What snat_bpf_attach auto picks on this kernel (tcx on Linux >= 6.6).
-        self.bpf_attach = "tcx" if sh(sys.executable, os.path.join(REPO, "tools", "tcx_progs.py"), "lo",
-                                      check=False).returncode == 0 else "clsact"
+        self.bpf_attach = "clsact" if tcx_progs("lo") is None else "tcx"
         self.stats_was = None
 
     def set_bpf_stats(self, on):
@@ -174,10 +182,7 @@ class Bench:
 
     def hook_kind(self):
         """"tcx" or "clsact": how the bpf programs hook eth-out right now."""
-        r = sh(sys.executable, os.path.join(REPO, "tools", "tcx_progs.py"), "eth-out", ns=self.node, check=False)
-        if r.returncode == 0 and any(json.loads(r.stdout).values()):
-            return "tcx"
-        return "clsact"
+        return "tcx" if tcx_progs("eth-out", self.node) else "clsact"
 
     def check_source(self, variant):
         # The server's view of the pod: the egress address, or the pod itself without NAT.
@@ -252,9 +257,7 @@ class Bench:
         except (ValueError, KeyError, TypeError):
             ids = []
         # tcx links (snat_bpf_attach auto on Linux >= 6.6): bpftool 7.1 does not list them.
-        r = sh(sys.executable, os.path.join(REPO, "tools", "tcx_progs.py"), "eth-out", ns=self.node, check=False)
-        if r.returncode == 0:
-            ids += [(p["name"], p["id"]) for progs in json.loads(r.stdout).values() for p in progs]
+        ids += tcx_progs("eth-out", self.node) or []
         out = {}
         for name, pid in ids:
             r = sh("bpftool", "prog", "show", "id", str(pid), "-j", check=False)

@@ -30,6 +30,22 @@ absl::Status DetachOurFilters(int ifindex, bool owns_qdisc) {
   return hook.Destroy();
 }
 
+// plan.attach resolved against this kernel. FailedPrecondition: tcx asked
+// for and missing.
+absl::StatusOr<TcAttach> ResolveAttach(const render::BpfSnatPlan& plan) {
+  switch (plan.attach) {
+    case core::BpfAttach::kClsact: return TcAttach::kClsact;
+    case core::BpfAttach::kAuto: return KernelHasTcx() ? TcAttach::kTcx : TcAttach::kClsact;
+    case core::BpfAttach::kTcx:
+      if (!KernelHasTcx()) {
+        return absl::FailedPreconditionError(
+            "snat_bpf_attach tcx: this kernel has no tcx (Linux 6.6 or later); use auto or clsact");
+      }
+      return TcAttach::kTcx;
+  }
+  return absl::InternalError("snat_bpf_attach: unknown value");
+}
+
 }  // namespace
 
 BpfSnatPort::BpfSnatPort(BpfSnatPortOptions options) : options_(std::move(options)) {}
@@ -49,13 +65,11 @@ std::map<std::string, BpfSnatPort::HookRecord> BpfSnatPort::ReadRecord(std::stri
     if (what == "pin_dir") {
       ls >> *pin_dir;
     } else if (what == "hook") {
-      std::string ifname, kind;
+      // "hook IF OWNS_QDISC [KIND]": the kind is for people; tcx hooks
+      // never own a qdisc, and cleanup looks for both kinds anyway.
+      std::string ifname;
       int owns = 0;
-      if (ls >> ifname >> owns) {
-        out[ifname].owns_qdisc = owns != 0;
-        // Records written before tcx support end here: clsact.
-        out[ifname].tcx = (ls >> kind) && kind == TcAttachName(TcAttach::kTcx);
-      }
+      if (ls >> ifname >> owns) out[ifname].owns_qdisc = owns != 0;
     }
   }
   return out;
@@ -84,28 +98,13 @@ void BpfSnatPort::DeleteRecord() const {
   if (!options_.state_dir.empty()) ::unlink(RecordPath().c_str());
 }
 
-absl::StatusOr<TcAttach> BpfSnatPort::ResolveAttach(const render::BpfSnatPlan& plan) const {
-  switch (plan.attach) {
-    case core::BpfAttach::kClsact: return TcAttach::kClsact;
-    case core::BpfAttach::kAuto: return KernelHasTcx() ? TcAttach::kTcx : TcAttach::kClsact;
-    case core::BpfAttach::kTcx:
-      if (!KernelHasTcx()) {
-        return absl::FailedPreconditionError(
-            "snat_bpf_attach tcx: this kernel has no tcx (Linux 6.6 or later); use auto or clsact");
-      }
-      return TcAttach::kTcx;
-  }
-  return absl::InternalError("snat_bpf_attach: unknown value");
-}
-
-absl::Status BpfSnatPort::RemoveOtherHooks(int ifindex, const HookRecord* rec, TcAttach keep,
+absl::Status BpfSnatPort::RemoveOurHooksOn(int ifindex, bool owns_qdisc, std::optional<TcAttach> keep,
                                            const std::string& recorded_pin_dir) const {
-  if (keep == TcAttach::kTcx) {
-    // Our clsact filters (and the qdisc, if the record says we created it).
-    return DetachOurFilters(ifindex, rec != nullptr && !rec->tcx && rec->owns_qdisc);
-  }
-  for (const std::string& dir : std::set<std::string>{loaded_.pin_dir, recorded_pin_dir, options_.pin_dir}) {
-    RETURN_IF_ERROR(RemovePinnedTcxLinks(dir, ifindex));
+  if (keep != TcAttach::kClsact) RETURN_IF_ERROR(DetachOurFilters(ifindex, owns_qdisc));
+  if (keep != TcAttach::kTcx) {
+    for (const std::string& dir : std::set<std::string>{loaded_.pin_dir, recorded_pin_dir, options_.pin_dir}) {
+      RETURN_IF_ERROR(RemovePinnedTcxLinks(dir, ifindex));
+    }
   }
   return absl::OkStatus();
 }
@@ -197,17 +196,14 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
     if (wanted.count(ifname) || hooks_.count(ifname)) continue;
     const unsigned ifindex = ::if_nametoindex(ifname.c_str());
     if (ifindex == 0) continue;  // the interface is gone, and our filters with it
-    RETURN_IF_ERROR(DetachOurFilters(static_cast<int>(ifindex), !rec.tcx && rec.owns_qdisc));
-    for (const std::string& dir : std::set<std::string>{loaded_.pin_dir, recorded_pin_dir}) {
-      RETURN_IF_ERROR(RemovePinnedTcxLinks(dir, static_cast<int>(ifindex)));
-    }
+    RETURN_IF_ERROR(RemoveOurHooksOn(static_cast<int>(ifindex), rec.owns_qdisc, std::nullopt, recorded_pin_dir));
   }
   for (const std::string& ifname : plan.interfaces) {
     if (hooks_.count(ifname)) continue;
     ASSIGN_OR_RETURN(TcHook hook, program_->AttachToInterface(ifname));
     auto rec = recorded.find(ifname);
-    const HookRecord* r = rec != recorded.end() ? &rec->second : nullptr;
-    if (r != nullptr && !r->tcx && r->owns_qdisc && attach == TcAttach::kClsact) hook.MarkQdiscOwned();
+    const bool owns_qdisc = rec != recorded.end() && rec->second.owns_qdisc;
+    if (owns_qdisc && attach == TcAttach::kClsact) hook.MarkQdiscOwned();
     const int ifindex = hook.ifindex();
     hooks_.emplace(ifname, std::move(hook));
     // Record right away: a crash between attaches must not lose ownership.
@@ -217,7 +213,7 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
       RETURN_IF_ERROR(old->second.Destroy());
       replaced.erase(old);
     }
-    RETURN_IF_ERROR(RemoveOtherHooks(ifindex, r, attach, recorded_pin_dir));
+    RETURN_IF_ERROR(RemoveOurHooksOn(ifindex, owns_qdisc, attach, recorded_pin_dir));
   }
   // The rest of the old kind hooked interfaces that are no longer wanted.
   absl::Status destroyed;
@@ -243,7 +239,7 @@ absl::Status BpfSnatPort::Teardown(const render::BpfSnatPlan&) {
   hooks_.clear();
   for (const auto& [ifname, rec] : recorded) {
     const unsigned ifindex = ::if_nametoindex(ifname.c_str());
-    if (ifindex != 0) note(DetachOurFilters(static_cast<int>(ifindex), !rec.tcx && rec.owns_qdisc));
+    if (ifindex != 0) note(DetachOurFilters(static_cast<int>(ifindex), rec.owns_qdisc));
   }
   // Our slot on any other interface of this namespace (a predecessor whose
   // record was lost): the handle/priority pair is ours alone.

@@ -20,6 +20,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,15 +52,13 @@ class BpfSnatPort : public txn::DataplanePort {
 
  private:
   struct HookRecord {
-    bool owns_qdisc = false;
-    bool tcx = false;
+    bool owns_qdisc = false;  // a clsact qdisc we created (never for tcx)
   };
-  // plan.attach resolved against this kernel. FailedPrecondition: tcx asked
-  // for and missing.
-  absl::StatusOr<TcAttach> ResolveAttach(const render::BpfSnatPlan& plan) const;
-  // Removes what a predecessor (or an earlier attach kind of ours) left on
-  // `ifindex` that `keep` does not cover.
-  absl::Status RemoveOtherHooks(int ifindex, const HookRecord* rec, TcAttach keep,
+  // Removes our hooks on `ifindex` of every kind but `keep` (none: all):
+  // clsact filters in our slot (and the qdisc when `owns_qdisc`), tcx links
+  // pinned in any pin dir we know of. What a predecessor, or an earlier
+  // attach kind of ours, left there.
+  absl::Status RemoveOurHooksOn(int ifindex, bool owns_qdisc, std::optional<TcAttach> keep,
                                 const std::string& recorded_pin_dir) const;
   absl::Status Teardown(const render::BpfSnatPlan& plan);
   std::map<std::string, HookRecord> ReadRecord(std::string* pin_dir) const;

@@ -220,7 +220,8 @@ absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgr
   RETURN_IF_ERROR(skel.Load());
   LOG(INFO) << "bpf snat loaded pin_dir=" << (options.pin_dir.empty() ? "(none)" : options.pin_dir)
             << " reused_maps=" << reused.size() << " ports=" << options.config.port_min << "-"
-            << options.config.port_max << " attach=" << TcAttachName(options.attach) << " max_flows=" << bpf_map__max_entries(skel->maps.ruleplane_nat);
+            << options.config.port_max << " attach=" << TcAttachName(options.attach)
+            << " max_flows=" << bpf_map__max_entries(skel->maps.ruleplane_nat);
   return std::unique_ptr<SnatProgram>(new SnatProgram(options, std::move(skel), std::move(reused)));
 }
 
