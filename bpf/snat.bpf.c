@@ -69,6 +69,30 @@ const volatile __u32 l2_hdr_len = ETH_HLEN;
  * (sch_handle_egress/ingress only fall through to them on TC_ACT_UNSPEC).
  */
 const volatile __s32 xlate_verdict = TC_ACT_OK;
+/*
+ * Stamp clock (rp_clock): jiffies when the loader allows it and the kernel's
+ * HZ is known, the coarse monotonic clock through a helper otherwise. The
+ * verifier inlines bpf_jiffies64() into one load; a helper call costs about
+ * 30 ns per packet on CPUs with return-thunk mitigations (AMD SRSO), and the
+ * stamp is read on every translated packet.
+ */
+const volatile bool clock_jiffies = true;
+
+/*
+ * CONFIG_HZ of the running kernel, which libbpf reads from its config file
+ * (/boot/config-$(uname -r) or /proc/config.gz); 0 when there is none.
+ */
+extern const unsigned int CONFIG_HZ __kconfig __weak;
+
+/*
+ * CLOCK_MONOTONIC minus jiffies, in ticks, learned from the first stamp after
+ * load. Both advance with the timekeeping tick, so the difference stays put
+ * and stamps keep reading as CLOCK_MONOTONIC seconds, the clock earlier
+ * agents stamped with and the one userspace compares against. One 64-bit
+ * word, so a CPU reading it sees RP_SKEW_UNKNOWN or a whole value.
+ */
+#define RP_SKEW_UNKNOWN ((__s64)1 << 62)
+__s64 rp_clock_skew = RP_SKEW_UNKNOWN;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -85,6 +109,13 @@ struct {
 	__type(key, struct rp_lpm4_key);
 	__type(value, __u8);
 } ruleplane_excl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2); /* banks, see rp_snat_cfg.excl_bank */
+	__type(key, __u32);
+	__type(value, struct rp_excl_bank);
+} ruleplane_exclf SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -473,20 +504,46 @@ static __always_inline __u32 rp_dport_off(const struct rp_pkt *p)
 	return p->l4_off + offsetof(struct tcphdr, dest);
 }
 
+/*
+ * True if @daddr is in one of the exclusion prefixes: a scan of the live
+ * bank of ruleplane_exclf, or the LPM trie when no bank is live.
+ */
+static __always_inline bool rp_excl_match(const struct rp_snat_cfg *cfg,
+					  __be32 daddr)
+{
+	struct rp_lpm4_key lk = { .prefixlen = 32, .addr = daddr };
+	struct rp_excl_bank *bank;
+	__u32 which = cfg->excl_bank, i, count;
+
+	if (which != RP_EXCL_BANK_0 && which != RP_EXCL_BANK_1)
+		return bpf_map_lookup_elem(&ruleplane_excl, &lk) != NULL;
+	which -= RP_EXCL_BANK_0;
+	bank = bpf_map_lookup_elem(&ruleplane_exclf, &which);
+	/* In range (0 or 1); NULL check for the verifier. */
+	if (!bank)
+		return bpf_map_lookup_elem(&ruleplane_excl, &lk) != NULL;
+	count = bank->count;
+	for (i = 0; i < RP_SNAT_FAST_EXCLUSIONS; i++) {
+		if (i >= count)
+			break;
+		if ((daddr & bank->prefix[i].mask) == bank->prefix[i].addr)
+			return true;
+	}
+	return false;
+}
+
 /* True if @daddr must keep the pod source: excluded CIDR or egress address. */
 static __always_inline bool rp_dst_excluded(__be32 daddr)
 {
-	struct rp_lpm4_key lk = { .prefixlen = 32, .addr = daddr };
 	struct rp_snat_cfg *cfg;
 	__u32 zero = 0, idx, count;
-
-	if (bpf_map_lookup_elem(&ruleplane_excl, &lk))
-		return true;
 
 	cfg = bpf_map_lookup_elem(&ruleplane_cfg, &zero);
 	/* An array lookup at index 0 cannot fail; the verifier insists. */
 	if (!cfg)
 		return false;
+	if (rp_excl_match(cfg, daddr))
+		return true;
 	count = cfg->egress_count;
 	for (idx = 0; idx < RP_SNAT_MAX_EGRESS_ADDRS; idx++) {
 		struct rp_egress_addr *ea;
@@ -501,11 +558,31 @@ static __always_inline bool rp_dst_excluded(__be32 daddr)
 	return false;
 }
 
-/* Seconds of the coarse monotonic clock, mod 32768; never 0 ("unknown"). */
+/* Seconds of CLOCK_MONOTONIC (coarse). */
+static __always_inline __u64 rp_seconds(void)
+{
+	__u64 hz = CONFIG_HZ, j;
+	__s64 skew;
+
+	if (!clock_jiffies || !hz)
+		return bpf_ktime_get_coarse_ns() / 1000000000ULL;
+	j = bpf_jiffies64();
+	skew = *(volatile __s64 *)&rp_clock_skew;
+	if (skew == RP_SKEW_UNKNOWN) {
+		/* Whole ticks; at HZ=300 a tick is not a whole number of ns,
+		 * which leaves the skew off by < 1 s after 100 days up. */
+		skew = (__s64)(bpf_ktime_get_coarse_ns() / (1000000000ULL / hz)) -
+		       (__s64)j;
+		*(volatile __s64 *)&rp_clock_skew = skew;
+	}
+	/* Ticks of CLOCK_MONOTONIC since boot: never negative. */
+	return (__u64)((__s64)j + skew) / hz;
+}
+
+/* rp_seconds() mod 32768; never 0 ("unknown"). */
 static __always_inline __u16 rp_clock(void)
 {
-	__u16 c = (__u16)((bpf_ktime_get_coarse_ns() / 1000000000ULL) &
-			  RP_STAMP_CLOCK_MASK);
+	__u16 c = (__u16)(rp_seconds() & RP_STAMP_CLOCK_MASK);
 
 	return c ? c : 1;
 }
@@ -683,7 +760,6 @@ static __always_inline __u32 rp_snat_lookup(const struct rp_nat_key *fk,
 	struct rp_rnat_val back = {
 		.pod_addr = fk->saddr,
 		.pod_port = fk->sport,
-		.stamp = rp_stamp(0, p),
 	};
 	struct rp_rnat_key rk = {};
 	struct rp_rnat_val *rv;
@@ -703,6 +779,9 @@ static __always_inline __u32 rp_snat_lookup(const struct rp_nat_key *fk,
 			rp_touch(rv, p);
 			return 0;
 		}
+		/* Only here, off the fast path: the clock is read once per
+		 * packet (rp_touch above). */
+		back.stamp = rp_stamp(0, p);
 		if (!rv && !bpf_map_update_elem(&ruleplane_rnat, &rk, &back,
 						BPF_NOEXIST))
 			return 0;

@@ -134,11 +134,12 @@ class PrivilegedBpfSnatTest : public ::testing::Test {
 
   // A fresh, unpinned program: pods kPod and kPod2, exclusion 10.96.0.0/12,
   // the given egress addresses.
-  void Load(const SnatConfig& config, const std::vector<Ipv4Addr>& egress) {
+  void Load(const SnatConfig& config, const std::vector<Ipv4Addr>& egress, bool clock_jiffies = true) {
     prog_.reset();
     SnatProgramOptions options;
     options.config = config;
     options.pin_dir = "";
+    options.clock_jiffies = clock_jiffies;
     ASSERT_OK_AND_ASSIGN(prog_, SnatProgram::Create(options));
     ASSERT_OK(prog_->ReplacePodAddresses({kPod, kPod2}));
     ASSERT_OK(prog_->ReplaceExclusions({*Ipv4Prefix::Parse("10.96.0.0/12")}));
@@ -340,6 +341,81 @@ TEST_F(PrivilegedBpfSnatTest, ExcludedDestinationIsUntouched) {
   EXPECT_EQ(run2.out, to_node);
   EXPECT_EQ(Count(RP_PASS_EXCLUDED), 2u);
   EXPECT_EQ(Count(RP_NAT_NEW), 0u);
+}
+
+// Exclusions: a few prefixes are scanned from a bank of ruleplane_exclf,
+// more than a bank holds go to the trie alone; replacing the set switches
+// banks, and a translated flow's exclusion state follows each switch.
+TEST_F(PrivilegedBpfSnatTest, ExclusionBanksAndTrieAgree) {
+  const Ipv4Addr in_vpc = Ipv4Addr::FromOctets(172, 20, 1, 1);
+  auto excluded = [&](Ipv4Addr dst) {
+    return Egress(BuildTcp(kPod, 40000, dst, 80)).verdict == TC_ACT_UNSPEC;
+  };
+  auto cfg_bank = [&]() {
+    auto fd = MapFdByName(prog_->egress_prog_fd(), "ruleplane_cfg");
+    EXPECT_TRUE(fd.ok()) << fd.status();
+    rp_snat_cfg c{};
+    const uint32_t zero = 0;
+    EXPECT_EQ(bpf_map_lookup_elem(fd->get(), &zero, &c), 0);
+    return c.excl_bank;
+  };
+
+  // Loaded with 10.96.0.0/12: in a bank.
+  const uint32_t first = cfg_bank();
+  EXPECT_TRUE(first == RP_EXCL_BANK_0 || first == RP_EXCL_BANK_1) << first;
+  EXPECT_TRUE(excluded(kServiceIp));
+  EXPECT_FALSE(excluded(in_vpc));
+
+  // Two prefixes, one of them not canonical on input: the other bank.
+  ASSERT_OK(prog_->ReplaceExclusions({Ipv4Prefix{kServiceIp, 12}, *Ipv4Prefix::Parse("172.16.0.0/12")}));
+  EXPECT_NE(cfg_bank(), first);
+  ASSERT_OK_AND_ASSIGN(auto bank, prog_->ReadExclusionBank());
+  ASSERT_TRUE(bank.has_value());
+  EXPECT_EQ(*bank, (std::vector<Ipv4Prefix>{*Ipv4Prefix::Parse("10.96.0.0/12"), *Ipv4Prefix::Parse("172.16.0.0/12")}));
+  EXPECT_TRUE(excluded(kServiceIp));
+  EXPECT_TRUE(excluded(in_vpc));
+  EXPECT_FALSE(excluded(kRemote));
+
+  // The bank answers, not the trie: take 172.16.0.0/12 out of the trie
+  // behind the agent's back, and it stays excluded until egress is told to
+  // use the trie (what maps of an agent without banks say).
+  ASSERT_OK_AND_ASSIGN(const UniqueFd trie, MapFdByName(prog_->egress_prog_fd(), "ruleplane_excl"));
+  const rp_lpm4_key vpc_key{12, Ipv4Addr::FromOctets(172, 16, 0, 0).network_order()};
+  ASSERT_EQ(bpf_map_delete_elem(trie.get(), &vpc_key), 0);
+  EXPECT_TRUE(excluded(in_vpc));
+  {
+    ASSERT_OK_AND_ASSIGN(const UniqueFd cfg, MapFdByName(prog_->egress_prog_fd(), "ruleplane_cfg"));
+    const uint32_t zero = 0;
+    rp_snat_cfg c{};
+    ASSERT_EQ(bpf_map_lookup_elem(cfg.get(), &zero, &c), 0);
+    c.excl_bank = RP_EXCL_BANK_TRIE;
+    ASSERT_EQ(bpf_map_update_elem(cfg.get(), &zero, &c, BPF_ANY), 0);
+  }
+  EXPECT_FALSE(excluded(in_vpc)) << "the trie answers once excl_bank is 0";
+  EXPECT_TRUE(excluded(kServiceIp));
+
+  // More prefixes than a bank holds: the trie alone, and it is complete.
+  std::vector<Ipv4Prefix> many = {*Ipv4Prefix::Parse("10.96.0.0/12"), *Ipv4Prefix::Parse("172.16.0.0/12")};
+  for (uint8_t i = 1; many.size() <= RP_SNAT_FAST_EXCLUSIONS; ++i) {
+    many.push_back(Ipv4Prefix{Ipv4Addr::FromOctets(198, 51, 100, i), 32});
+  }
+  ASSERT_OK(prog_->ReplaceExclusions(many));
+  EXPECT_EQ(cfg_bank(), RP_EXCL_BANK_TRIE);
+  ASSERT_OK_AND_ASSIGN(bank, prog_->ReadExclusionBank());
+  EXPECT_FALSE(bank.has_value());
+  EXPECT_TRUE(excluded(in_vpc));
+  EXPECT_TRUE(excluded(Ipv4Addr::FromOctets(198, 51, 100, 15)));
+  EXPECT_FALSE(excluded(Ipv4Addr::FromOctets(198, 51, 100, 200)));
+
+  // Back to a few, and a change of egress addresses keeps the bank.
+  ASSERT_OK(prog_->ReplaceExclusions({*Ipv4Prefix::Parse("0.0.0.0/0")}));
+  const uint32_t now = cfg_bank();
+  EXPECT_NE(now, RP_EXCL_BANK_TRIE);
+  ASSERT_OK(prog_->SetEgressAddresses({{kEgress2, false}}));
+  EXPECT_EQ(cfg_bank(), now);
+  EXPECT_TRUE(excluded(kRemote)) << "/0 excludes everything";
+  ASSERT_OK(prog_->ReplaceExclusions({}));
+  EXPECT_FALSE(excluded(kServiceIp)) << "an empty bank excludes nothing";
 }
 
 // A source that is not a known pod address (the node itself, hostNetwork
@@ -683,6 +759,31 @@ TEST_F(PrivilegedBpfSnatReclaimTest, UnknownAgeIsNeverReclaimed) {
   EXPECT_EQ(Count(RP_NAT_RECLAIM), 0u);
 }
 
+// Both stamp clocks (jiffies, inlined; the coarse monotonic helper) write
+// CLOCK_MONOTONIC seconds, the clock pinned claims of earlier agents carry.
+TEST_F(PrivilegedBpfSnatReclaimTest, StampsReadAsMonotonicSeconds) {
+  for (const bool jiffies : {true, false}) {
+    SCOPED_TRACE(jiffies ? "jiffies" : "helper");
+    SnatConfig one_port;
+    one_port.port_min = 61000;
+    one_port.port_max = 61000;
+    Load(one_port, {kEgress1}, jiffies);
+    for (int i = 0; i < 3; ++i) {
+      const uint16_t before = NowStamp();
+      const rp_rnat_key rk = ClaimOnlyPort(kProtoUdp, 53);
+      const uint16_t after = NowStamp();
+      const uint16_t got = Stamp(rk) & RP_STAMP_CLOCK_MASK;
+      // Within a second of the clock read around it (the two clocks' second
+      // boundaries may sit a tick apart).
+      EXPECT_LE((got - before + 1) & RP_STAMP_CLOCK_MASK, ((after - before) & RP_STAMP_CLOCK_MASK) + 2)
+          << "stamp " << got << ", clock " << before << ".." << after;
+      SetStamp(rk, SecondsAgo(100));
+      EXPECT_EQ(Egress(BuildUdp(kPod, 1000, kRemote, 53)).verdict, TC_ACT_OK);
+      EXPECT_LE((NowStamp() - (Stamp(rk) & RP_STAMP_CLOCK_MASK) + 1) & RP_STAMP_CLOCK_MASK, 2) << "refreshed to now";
+    }
+  }
+}
+
 // Packets in either direction keep a claim fresh.
 TEST_F(PrivilegedBpfSnatReclaimTest, TrafficRefreshesTheClaim) {
   const rp_rnat_key rk = ClaimOnlyPort(kProtoUdp, 53);
@@ -786,7 +887,7 @@ TEST_F(PrivilegedBpfPinTest, NatStateSurvivesReload) {
   }  // the "old agent" exits; only the pins hold the maps now
 
   ASSERT_OK_AND_ASSIGN(auto prog, SnatProgram::Create(options_));
-  EXPECT_EQ(prog->reused_maps().size(), 9u);  // every ruleplane_* map
+  EXPECT_EQ(prog->reused_maps().size(), 10u);  // every ruleplane_* map
   ASSERT_OK_AND_ASSIGN(const std::vector<Ipv4Addr> pods, prog->ListPodAddresses());
   EXPECT_EQ(pods, std::vector<Ipv4Addr>{kPod});
   EXPECT_EQ(EgressPort(*prog), port);
@@ -796,6 +897,40 @@ TEST_F(PrivilegedBpfPinTest, NatStateSurvivesReload) {
 
   ASSERT_OK(prog->UnpinMaps());
   EXPECT_FALSE(std::filesystem::exists(options_.pin_dir));
+}
+
+// Pins of an agent from before the exclusion banks: no ruleplane_exclf, and
+// rp_snat_cfg's second word 0. The new agent adopts the rest, egress keeps
+// using the trie until the exclusions are written, then a bank.
+TEST_F(PrivilegedBpfPinTest, PinsWithoutExclusionBanksAreAdopted) {
+  const Bytes to_service = BuildTcp(kPod, 40000, kServiceIp, 80);
+  {
+    ASSERT_OK_AND_ASSIGN(auto prog, SnatProgram::Create(options_));
+    ASSERT_OK(prog->ReplacePodAddresses({kPod}));
+    ASSERT_OK(prog->ReplaceExclusions({*Ipv4Prefix::Parse("10.96.0.0/12")}));
+    ASSERT_OK(prog->SetEgressAddresses({{kEgress1, false}}));
+    // What the old agent would have left: no bank map, the word 0.
+    const UniqueFd cfg(bpf_obj_get((options_.pin_dir + "/ruleplane_cfg").c_str()));
+    ASSERT_TRUE(cfg.valid());
+    const uint32_t zero = 0;
+    const rp_snat_cfg old_cfg{1, 0};
+    ASSERT_EQ(bpf_map_update_elem(cfg.get(), &zero, &old_cfg, BPF_ANY), 0);
+    ASSERT_EQ(unlink((options_.pin_dir + "/ruleplane_exclf").c_str()), 0);
+  }
+  ASSERT_OK_AND_ASSIGN(auto prog, SnatProgram::Create(options_));
+  EXPECT_EQ(prog->reused_maps().size(), 9u);
+  EXPECT_TRUE(std::filesystem::exists(options_.pin_dir + "/ruleplane_exclf"));
+  ASSERT_OK_AND_ASSIGN(auto bank, prog->ReadExclusionBank());
+  EXPECT_FALSE(bank.has_value());
+  ASSERT_OK_AND_ASSIGN(TcRun run, RunTc(prog->egress_prog_fd(), to_service));
+  EXPECT_EQ(run.verdict, TC_ACT_UNSPEC) << "the trie still excludes";
+  ASSERT_OK(prog->ReplaceExclusions({*Ipv4Prefix::Parse("10.96.0.0/12")}));
+  ASSERT_OK_AND_ASSIGN(bank, prog->ReadExclusionBank());
+  EXPECT_TRUE(bank.has_value());
+  ASSERT_OK_AND_ASSIGN(run, RunTc(prog->egress_prog_fd(), to_service));
+  EXPECT_EQ(run.verdict, TC_ACT_UNSPEC) << "the bank excludes";
+  EXPECT_NE(EgressPort(*prog), 0);
+  ASSERT_OK(prog->UnpinMaps());
 }
 
 // The NAT maps are created at the configured size. A restart asking for
@@ -825,7 +960,7 @@ TEST_F(PrivilegedBpfPinTest, FlowMapSizeIsConfiguredAndPinnedSizeIsKept) {
   options_.config.max_flows = 8192;
   ASSERT_OK_AND_ASSIGN(auto prog, SnatProgram::Create(options_));
   EXPECT_EQ(prog->max_flows(), 4096u);
-  EXPECT_EQ(prog->reused_maps().size(), 9u);
+  EXPECT_EQ(prog->reused_maps().size(), 10u);
   EXPECT_EQ(EgressPort(*prog), port);
 
   // Without pins (snat_mode switched away and back) the new size applies.

@@ -105,6 +105,10 @@ struct Path {
   std::string name;
   std::string what;
   bool egress;
+  // 0: the program as the agent loads it; 1: the same code with the lookups
+  // it had before (stamp clock through a helper, exclusions in the LPM
+  // trie), the in-run baseline for those two choices.
+  int prog = 0;
   int want_verdict;
   std::vector<Bytes> frames;  // cycled
   std::vector<int64_t> round_medians;
@@ -128,8 +132,12 @@ int Run() {
   options.config.port_max = 65535;
   options.config.max_flows = static_cast<uint32_t>(absl::GetFlag(FLAGS_max_flows));
   auto prog = SnatProgram::Create(options);
-  if (!prog.ok()) {
-    std::fprintf(stderr, "ruleplane-bpf-bench: load: %s\n", prog.status().ToString().c_str());
+  SnatProgramOptions slow_options = options;
+  slow_options.clock_jiffies = false;
+  auto slow = prog.ok() ? SnatProgram::Create(slow_options) : prog.status();
+  if (!prog.ok() || !slow.ok()) {
+    std::fprintf(stderr, "ruleplane-bpf-bench: load: %s\n",
+                 (prog.ok() ? slow.status() : prog.status()).ToString().c_str());
     return 1;
   }
   std::vector<Ipv4Addr> pod_addrs;
@@ -138,9 +146,26 @@ int Run() {
   for (const char* c : {"10.96.0.0/12", "10.244.0.0/16", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"}) {
     excl.push_back(*Ipv4Prefix::Parse(c));
   }
-  absl::Status st = (*prog)->ReplacePodAddresses(pod_addrs);
-  if (st.ok()) st = (*prog)->ReplaceExclusions(excl);
-  if (st.ok()) st = (*prog)->SetEgressAddresses({EgressAddress{kEgress, false}});
+  // The same five CIDRs plus a dozen unrelated /32s: more than one bank of
+  // ruleplane_exclf holds, so the trie answers.
+  std::vector<Ipv4Prefix> many = excl;
+  for (uint8_t i = 1; many.size() <= RP_SNAT_FAST_EXCLUSIONS; ++i) {
+    many.push_back(Ipv4Prefix{Ipv4Addr::FromOctets(198, 51, 100, i), 32});
+  }
+  absl::Status st = absl::OkStatus();
+  for (auto [p, x] : {std::pair{prog->get(), &excl}, std::pair{slow->get(), &many}}) {
+    if (st.ok()) st = p->ReplacePodAddresses(pod_addrs);
+    if (st.ok()) st = p->ReplaceExclusions(*x);
+    if (st.ok()) st = p->SetEgressAddresses({EgressAddress{kEgress, false}});
+  }
+  if (st.ok()) {
+    // Each program must take the lookup it is measured for.
+    auto bank = (*prog)->ReadExclusionBank();
+    auto slow_bank = (*slow)->ReadExclusionBank();
+    if (!bank.ok() || !slow_bank.ok() || !bank->has_value() || slow_bank->has_value()) {
+      st = absl::InternalError("exclusion lookups are not the ones meant (bank for the agent's, trie for the old)");
+    }
+  }
   if (!st.ok()) {
     std::fprintf(stderr, "ruleplane-bpf-bench: fill maps: %s\n", st.ToString().c_str());
     return 1;
@@ -151,23 +176,30 @@ int Run() {
     return 1;
   }
   const int egress_fd = (*prog)->egress_prog_fd();
-  const int ingress_fd = (*prog)->ingress_prog_fd();
+  const int prog_fd[2][2] = {{(*prog)->ingress_prog_fd(), (*prog)->egress_prog_fd()},
+                             {(*slow)->ingress_prog_fd(), (*slow)->egress_prog_fd()}};
 
   // Established flows: one per pod (pod port 40000 -> kRemote:443), primed by
   // a SYN; the ingress frames are their replies to the translated port.
-  std::vector<Bytes> est_egress, est_ingress, excluded, not_pod;
+  std::vector<Bytes> est_egress, est_ingress, est_ingress_slow, excluded, not_pod;
   const std::vector<uint8_t> payload(64, 'x');
   for (int i = 0; i < pods; ++i) {
     const Bytes syn = testing::BuildTcp(Pod(i), 40000, kRemote, 443);
     const auto s = RunOnce(egress_fd, syn);
+    const auto s_slow = RunOnce(prog_fd[1][1], syn);
     auto parsed = s ? testing::ParseFrame(s->out) : absl::StatusOr<testing::ParsedPacket>(absl::UnknownError("run"));
-    if (!s || s->verdict != TC_ACT_OK || !parsed.ok()) {
+    auto parsed_slow =
+        s_slow ? testing::ParseFrame(s_slow->out) : absl::StatusOr<testing::ParsedPacket>(absl::UnknownError("run"));
+    if (!s || s->verdict != TC_ACT_OK || !parsed.ok() || !s_slow || s_slow->verdict != TC_ACT_OK ||
+        !parsed_slow.ok()) {
       std::fprintf(stderr, "ruleplane-bpf-bench: priming flow %d was not translated (verdict %d)\n", i,
                    s ? s->verdict : -1);
       return 1;
     }
     est_egress.push_back(testing::BuildTcp(Pod(i), 40000, kRemote, 443, payload, testing::kTcpAck));
     est_ingress.push_back(testing::BuildTcp(kRemote, 443, kEgress, parsed->sport, payload, testing::kTcpAck));
+    est_ingress_slow.push_back(
+        testing::BuildTcp(kRemote, 443, kEgress, parsed_slow->sport, payload, testing::kTcpAck));
     excluded.push_back(testing::BuildTcp(Pod(i), 40000, kService, 80, payload, testing::kTcpAck));
   }
   not_pod.push_back(testing::BuildTcp(kHost, 40000, kRemote, 443, payload, testing::kTcpAck));
@@ -183,14 +215,19 @@ int Run() {
                              Remote(f), 443);
   };
 
+  constexpr char kOld[] = "; old lookups: clock helper, trie";
   std::vector<Path> paths = {
-      {"egress_established", "pod -> remote, ACK with 64 B, flow known", true, TC_ACT_OK, est_egress, {}, {}, 0},
-      {"ingress_established", "remote -> egress addr reply, flow known", false, TC_ACT_OK, est_ingress, {}, {}, 0},
-      {"egress_excluded", "pod -> excluded CIDR (cluster traffic)", true, TC_ACT_UNSPEC, excluded, {}, {}, 0},
-      {"egress_not_pod", "host's own traffic", true, TC_ACT_UNSPEC, not_pod, {}, {}, 0},
+      {"egress_established", "pod -> remote, ACK with 64 B, flow known", true, 0, TC_ACT_OK, est_egress, {}, {}, 0},
+      {"ingress_established", "remote -> egress addr reply, flow known", false, 0, TC_ACT_OK, est_ingress, {}, {}, 0},
+      {"egress_excluded", "pod -> excluded CIDR (cluster traffic)", true, 0, TC_ACT_UNSPEC, excluded, {}, {}, 0},
+      {"egress_not_pod", "host's own traffic", true, 0, TC_ACT_UNSPEC, not_pod, {}, {}, 0},
+      {"egress_established_old", absl::StrCat("egress_established", kOld), true, 1, TC_ACT_OK, est_egress, {}, {}, 0},
+      {"ingress_established_old", absl::StrCat("ingress_established", kOld), false, 1, TC_ACT_OK, est_ingress_slow,
+       {}, {}, 0},
+      {"egress_excluded_old", absl::StrCat("egress_excluded", kOld), true, 1, TC_ACT_UNSPEC, excluded, {}, {}, 0},
   };
-  Path room{"egress_new_flow", "pod SYN, new flow, maps with room", true, TC_ACT_OK, {}, {}, {}, 0};
-  Path full{"egress_new_flow_full", "pod SYN, new flow, maps full (LRU evicts)", true, TC_ACT_OK, {}, {}, {}, 0};
+  Path room{"egress_new_flow", "pod SYN, new flow, maps with room", true, 0, TC_ACT_OK, {}, {}, {}, 0};
+  Path full{"egress_new_flow_full", "pod SYN, new flow, maps full (LRU evicts)", true, 0, TC_ACT_OK, {}, {}, {}, 0};
   std::vector<int64_t> base_medians;
   // One round of `n` new flows into `path`.
   auto new_flows = [&](Path& path, int n) {
@@ -213,7 +250,7 @@ int Run() {
     for (int i = 0; i < samples; ++i) {
       for (size_t p = 0; p < paths.size(); ++p) {
         Path& path = paths[p];
-        const auto s = RunOnce(path.egress ? egress_fd : ingress_fd,
+        const auto s = RunOnce(prog_fd[path.prog][path.egress ? 1 : 0],
                                path.frames[static_cast<size_t>(i) % path.frames.size()]);
         if (!s) continue;
         if (s->verdict != path.want_verdict) ++path.wrong_verdicts;
@@ -238,6 +275,17 @@ int Run() {
   const int64_t base_ns = Median(base_medians);
   int64_t wrong = 0;
   for (const Path& p : paths) wrong += p.wrong_verdicts;
+  // Net cost of the agent's program ÷ the old lookups', per path.
+  std::vector<std::pair<std::string, double>> ratios;
+  for (const Path& p : paths) {
+    if (p.prog != 0) continue;
+    for (const Path& o : paths) {
+      if (o.name != p.name + "_old") continue;
+      const int64_t now_net = Median(p.round_medians) - base_ns;
+      const int64_t old_net = Median(o.round_medians) - base_ns;
+      if (old_net > 0) ratios.emplace_back(p.name, static_cast<double>(now_net) / static_cast<double>(old_net));
+    }
+  }
   if (absl::GetFlag(FLAGS_json)) {
     std::string out = absl::StrFormat(R"({"samples": %d, "rounds": %d, "pods": %d, "max_flows": %u, "baseline_ns": %d, "paths": [)",
                                       samples, rounds, pods, max_flows, base_ns);
@@ -247,18 +295,25 @@ int Run() {
                             i ? ", " : "", p.name, p.what, Median(p.round_medians), Median(p.p90s),
                             Median(p.round_medians) - base_ns, p.wrong_verdicts);
     }
-    out += "]}\n";
+    out += R"(], "net_ratio_to_old": {)";
+    for (size_t i = 0; i < ratios.size(); ++i) {
+      absl::StrAppendFormat(&out, R"(%s"%s": %.3f)", i ? ", " : "", ratios[i].first, ratios[i].second);
+    }
+    out += "}}\n";
     std::fputs(out.c_str(), stdout);
   } else {
     std::printf("tc SNAT program cost per packet (BPF_PROG_TEST_RUN, warm caches), median of %d rounds x %d samples\n",
                 rounds, samples);
     std::printf("baseline (return TC_ACT_UNSPEC): %lld ns; net = median - baseline\n\n", static_cast<long long>(base_ns));
-    std::printf("%-22s %8s %8s %8s  %s\n", "path", "median", "p90", "net", "what");
+    std::printf("%-24s %8s %8s %8s  %s\n", "path", "median", "p90", "net", "what");
     for (const Path& p : paths) {
-      std::printf("%-22s %8lld %8lld %8lld  %s%s\n", p.name.c_str(), static_cast<long long>(Median(p.round_medians)),
+      std::printf("%-24s %8lld %8lld %8lld  %s%s\n", p.name.c_str(), static_cast<long long>(Median(p.round_medians)),
                   static_cast<long long>(Median(p.p90s)), static_cast<long long>(Median(p.round_medians) - base_ns),
                   p.what.c_str(), p.wrong_verdicts ? absl::StrCat(" (", p.wrong_verdicts, " wrong verdicts)").c_str() : "");
     }
+    std::printf("\nnet ns, this program / old lookups (clock helper, trie), same run:");
+    for (const auto& [name, r] : ratios) std::printf(" %s %.2f", name.c_str(), r);
+    std::printf("\n");
   }
   if (wrong != 0) {
     std::fprintf(stderr, "ruleplane-bpf-bench: %lld packets took another path than measured (see wrong verdicts)\n",

@@ -49,7 +49,12 @@ static_assert(offsetof(rp_egress_addr, flags) == 4);
 
 static_assert(sizeof(rp_snat_cfg) == 8);
 static_assert(offsetof(rp_snat_cfg, egress_count) == 0);
-static_assert(offsetof(rp_snat_cfg, reserved) == 4);
+static_assert(offsetof(rp_snat_cfg, excl_bank) == 4);
+
+static_assert(sizeof(rp_excl4) == 8);
+static_assert(sizeof(rp_excl_bank) == 8 + 8 * RP_SNAT_FAST_EXCLUSIONS);
+static_assert(offsetof(rp_excl_bank, count) == 0);
+static_assert(offsetof(rp_excl_bank, prefix) == 8);
 
 // Per-CPU values are laid out at 8-byte strides; keep the struct a multiple.
 static_assert(sizeof(rp_egress_stats) == 24);

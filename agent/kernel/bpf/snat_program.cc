@@ -1,5 +1,6 @@
 #include "agent/kernel/bpf/snat_program.h"
 
+#include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/magic.h>
@@ -8,7 +9,9 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <filesystem>
 #include <optional>
@@ -193,6 +196,7 @@ absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgr
   skel->rodata->port_max = options.config.port_max;
   skel->rodata->max_retries = options.config.max_retries;
   skel->rodata->l2_hdr_len = options.config.l2_header_len;
+  skel->rodata->clock_jiffies = options.clock_jiffies;
   skel->rodata->xlate_verdict = options.attach == TcAttach::kTcx ? TC_ACT_UNSPEC : TC_ACT_OK;
   for (bpf_map* map : {skel->maps.ruleplane_nat, skel->maps.ruleplane_rnat}) {
     if (const int err = bpf_map__set_max_entries(map, options.config.max_flows); err != 0) {
@@ -239,6 +243,14 @@ bpf_map* SnatProgram::PodsMap() const { return skel_->maps.ruleplane_pods; }
 bpf_map* SnatProgram::ExclMap() const { return skel_->maps.ruleplane_excl; }
 bpf_map* SnatProgram::EgressAddrMap() const { return skel_->maps.ruleplane_eaddr; }
 bpf_map* SnatProgram::CfgMap() const { return skel_->maps.ruleplane_cfg; }
+bpf_map* SnatProgram::ExclBankMap() const { return skel_->maps.ruleplane_exclf; }
+
+absl::StatusOr<rp_snat_cfg> SnatProgram::ReadCfg() const {
+  const uint32_t zero = 0;
+  ASSIGN_OR_RETURN(std::optional<rp_snat_cfg> cfg, (MapLookup<uint32_t, rp_snat_cfg>(CfgMap(), zero, "config")));
+  // An array slot always exists; nullopt only if the kernel says otherwise.
+  return cfg.value_or(rp_snat_cfg{});
+}
 bpf_map* SnatProgram::NatMap() const { return skel_->maps.ruleplane_nat; }
 bpf_map* SnatProgram::ReverseNatMap() const { return skel_->maps.ruleplane_rnat; }
 bpf_map* SnatProgram::ReasonMap() const { return skel_->maps.ruleplane_rsn; }
@@ -329,7 +341,47 @@ absl::Status SnatProgram::ReplaceExclusions(absl::Span<const Ipv4Prefix> prefixe
     const Ipv4Prefix p{Ipv4Addr::FromNetworkOrder(key.addr), static_cast<uint8_t>(key.prefixlen)};
     RETURN_IF_ERROR(MapDelete(ExclMap(), key, absl::StrCat("exclusion ", p.ToString())));
   }
-  return absl::OkStatus();
+
+  // The trie is complete; now the bank, then the switch (see the header).
+  ASSIGN_OR_RETURN(rp_snat_cfg cfg, ReadCfg());
+  const uint32_t zero = 0;
+  if (wanted.size() > RP_SNAT_FAST_EXCLUSIONS) {
+    if (cfg.excl_bank == RP_EXCL_BANK_TRIE) return absl::OkStatus();
+    cfg.excl_bank = RP_EXCL_BANK_TRIE;
+    return MapUpdate(CfgMap(), zero, cfg, BPF_ANY, absl::StrCat(wanted.size(), " exclusions: use the trie"));
+  }
+  std::vector<Ipv4Prefix> sorted;
+  for (uint64_t packed : wanted) {
+    sorted.push_back(Ipv4Prefix{Ipv4Addr::FromNetworkOrder(static_cast<uint32_t>(packed)),
+                                static_cast<uint8_t>(packed >> 32)});
+  }
+  std::sort(sorted.begin(), sorted.end());
+  rp_excl_bank bank{};
+  for (const Ipv4Prefix& p : sorted) {
+    const uint32_t mask_host = p.len == 0 ? 0 : ~uint32_t{0} << (32 - p.len);
+    rp_excl4& e = bank.prefix[bank.count++];
+    e.addr = p.addr.network_order();  // canonical: host bits clear
+    e.mask = htonl(mask_host);
+  }
+  const uint32_t slot = cfg.excl_bank == RP_EXCL_BANK_0 ? 1 : 0;
+  RETURN_IF_ERROR(MapUpdate(ExclBankMap(), slot, bank, BPF_ANY, absl::StrCat("exclusion bank ", slot)));
+  cfg.excl_bank = slot == 0 ? RP_EXCL_BANK_0 : RP_EXCL_BANK_1;
+  return MapUpdate(CfgMap(), zero, cfg, BPF_ANY, absl::StrCat("switch to exclusion bank ", slot));
+}
+
+absl::StatusOr<std::optional<std::vector<Ipv4Prefix>>> SnatProgram::ReadExclusionBank() const {
+  ASSIGN_OR_RETURN(const rp_snat_cfg cfg, ReadCfg());
+  if (cfg.excl_bank != RP_EXCL_BANK_0 && cfg.excl_bank != RP_EXCL_BANK_1) return std::nullopt;
+  const uint32_t slot = cfg.excl_bank - RP_EXCL_BANK_0;
+  ASSIGN_OR_RETURN(std::optional<rp_excl_bank> bank,
+                   (MapLookup<uint32_t, rp_excl_bank>(ExclBankMap(), slot, absl::StrCat("exclusion bank ", slot))));
+  std::vector<Ipv4Prefix> out;
+  if (!bank) return out;
+  for (uint32_t i = 0; i < std::min<uint32_t>(bank->count, RP_SNAT_FAST_EXCLUSIONS); ++i) {
+    const uint8_t len = static_cast<uint8_t>(std::popcount(ntohl(bank->prefix[i].mask)));
+    out.push_back(Ipv4Prefix{Ipv4Addr::FromNetworkOrder(bank->prefix[i].addr), len});
+  }
+  return out;
 }
 
 absl::StatusOr<std::vector<Ipv4Prefix>> SnatProgram::ListExclusions() const {
@@ -365,7 +417,7 @@ absl::Status SnatProgram::SetEgressAddresses(absl::Span<const EgressAddress> add
     RETURN_IF_ERROR(MapUpdate(EgressAddrMap(), slot, value, BPF_ANY,
                               absl::StrCat("egress slot ", slot, " (", addrs[slot].addr.ToString(), ")")));
   }
-  rp_snat_cfg cfg{};
+  ASSIGN_OR_RETURN(rp_snat_cfg cfg, ReadCfg());  // keeps excl_bank
   cfg.egress_count = static_cast<uint32_t>(addrs.size());
   const uint32_t zero = 0;
   RETURN_IF_ERROR(MapUpdate(CfgMap(), zero, cfg, BPF_ANY, absl::StrCat("egress count ", addrs.size())));
@@ -377,9 +429,8 @@ absl::Status SnatProgram::SetEgressAddresses(absl::Span<const EgressAddress> add
 }
 
 absl::StatusOr<std::vector<EgressAddress>> SnatProgram::ListEgressAddresses() const {
-  const uint32_t zero = 0;
-  ASSIGN_OR_RETURN(std::optional<rp_snat_cfg> cfg, (MapLookup<uint32_t, rp_snat_cfg>(CfgMap(), zero, "config")));
-  const uint32_t count = cfg ? std::min<uint32_t>(cfg->egress_count, RP_SNAT_MAX_EGRESS_ADDRS) : 0;
+  ASSIGN_OR_RETURN(const rp_snat_cfg cfg, ReadCfg());
+  const uint32_t count = std::min<uint32_t>(cfg.egress_count, RP_SNAT_MAX_EGRESS_ADDRS);
   std::vector<EgressAddress> out;
   for (uint32_t slot = 0; slot < count; ++slot) {
     ASSIGN_OR_RETURN(std::optional<rp_egress_addr> v,
@@ -402,9 +453,8 @@ absl::StatusOr<ReasonCounters> SnatProgram::ReadReasonCounters() const {
 }
 
 absl::StatusOr<std::vector<EgressUsage>> SnatProgram::ReadEgressUsage() const {
-  const uint32_t zero = 0;
-  ASSIGN_OR_RETURN(std::optional<rp_snat_cfg> cfg, (MapLookup<uint32_t, rp_snat_cfg>(CfgMap(), zero, "config")));
-  const uint32_t count = cfg ? cfg->egress_count : 0;
+  ASSIGN_OR_RETURN(const rp_snat_cfg cfg, ReadCfg());
+  const uint32_t count = cfg.egress_count;
   std::vector<EgressUsage> out;
   for (uint32_t slot = 0; slot < RP_SNAT_MAX_EGRESS_ADDRS; ++slot) {
     EgressUsage usage;

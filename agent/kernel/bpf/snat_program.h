@@ -63,6 +63,11 @@ struct SnatProgramOptions {
   // bpffs directory for the map pins; created if missing (it must be on a
   // mounted bpffs). Empty: no pinning (tests; state dies with the object).
   std::string pin_dir = std::string(kDefaultPinDir);
+  // Stamp clock: jiffies (inlined, no helper call) when the running
+  // kernel's CONFIG_HZ is readable by libbpf; false forces the coarse
+  // monotonic clock helper (tests and benchmarks compare the two). Both
+  // stamp CLOCK_MONOTONIC seconds.
+  bool clock_jiffies = true;
   // How AttachToInterface() hooks tc. Also load-time: a translated packet's
   // verdict differs (TC_ACT_OK ends a cls_bpf chain; TC_ACT_UNSPEC lets the
   // clsact filters that tcx runs before still see it). tcx links are pinned
@@ -144,11 +149,20 @@ class SnatProgram {
   [[nodiscard]] absl::Status ReplacePodAddresses(absl::Span<const Ipv4Addr> pods);
   absl::StatusOr<std::vector<Ipv4Addr>> ListPodAddresses() const;
 
-  // --- destinations that keep the pod source (ruleplane_excl) ---
-  // Same insert-then-delete order as ReplacePodAddresses. Prefixes are
-  // canonicalised (host bits cleared).
+  // --- destinations that keep the pod source (ruleplane_excl, _exclf) ---
+  // Converges the trie with the same insert-then-delete order as
+  // ReplacePodAddresses; prefixes are canonicalised (host bits cleared).
+  // Then, when the set fits one bank (RP_SNAT_FAST_EXCLUSIONS), writes it to
+  // the ruleplane_exclf bank not in use and switches rp_snat_cfg.excl_bank
+  // to it; otherwise switches egress back to the trie. Each packet sees the
+  // old set or the new one.
   [[nodiscard]] absl::Status ReplaceExclusions(absl::Span<const Ipv4Prefix> prefixes);
+  // The trie's prefixes, sorted.
   absl::StatusOr<std::vector<Ipv4Prefix>> ListExclusions() const;
+  // Where egress looks exclusions up: the live bank's prefixes in bank
+  // order, or nullopt when the trie answers (too many prefixes, or maps of
+  // an agent that predates the banks).
+  absl::StatusOr<std::optional<std::vector<Ipv4Prefix>>> ReadExclusionBank() const;
 
   // --- egress addresses (ruleplane_eaddr + ruleplane_cfg) ---
   // At most RP_SNAT_MAX_EGRESS_ADDRS, tried in order; unspecified or
@@ -176,6 +190,8 @@ class SnatProgram {
   bpf_map* ExclMap() const;
   bpf_map* EgressAddrMap() const;
   bpf_map* CfgMap() const;
+  bpf_map* ExclBankMap() const;
+  absl::StatusOr<rp_snat_cfg> ReadCfg() const;
   bpf_map* NatMap() const;
   bpf_map* ReverseNatMap() const;
   bpf_map* ReasonMap() const;

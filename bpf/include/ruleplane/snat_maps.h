@@ -24,6 +24,8 @@
 #define RP_SNAT_MAX_EGRESS_ADDRS 8
 #define RP_SNAT_MAX_PODS 16384
 #define RP_SNAT_MAX_EXCLUSIONS 1024
+/* Prefixes one bank of ruleplane_exclf holds (see struct rp_excl_bank). */
+#define RP_SNAT_FAST_EXCLUSIONS 16
 /* ruleplane_nat / ruleplane_rnat: the default size. The agent sets the real
  * size at load (snat_bpf_max_flows, within the bounds below); a pinned map
  * keeps the size it was created with. */
@@ -127,10 +129,40 @@ struct rp_egress_addr {
  * ruleplane_cfg (array, one slot). Slots [0, egress_count) of ruleplane_eaddr
  * are live, tried in slot order. Userspace writes the slots first and the
  * count last, so BPF never sees a live slot that is not written yet.
+ *
+ * excl_bank says where egress looks up exclusions: 0, the ruleplane_excl
+ * trie; 1 or 2, bank 0 or 1 of ruleplane_exclf, which then holds the same
+ * prefixes as the trie. The field was reserved (always 0) before the banks
+ * existed, so maps pinned by an earlier agent read as "the trie".
  */
 struct rp_snat_cfg {
 	__u32 egress_count;
-	__u32 reserved; /* must be 0 */
+	__u32 excl_bank; /* RP_EXCL_BANK_* */
+};
+
+#define RP_EXCL_BANK_TRIE 0
+#define RP_EXCL_BANK_0 1
+#define RP_EXCL_BANK_1 2
+
+/*
+ * ruleplane_exclf (array, two slots): the exclusion prefixes once more, as a
+ * list egress scans with one AND and one compare per prefix, for the common
+ * case of a few CIDRs (cluster, service, VPC). Walking the LPM trie costs a
+ * helper call and a walk on every egress packet of a pod; this scan is
+ * inline. Double-banked: userspace fills the bank not in use and then
+ * switches rp_snat_cfg.excl_bank, so a packet sees the old list or the new
+ * one, never half of each. More prefixes than one bank holds: excl_bank is
+ * RP_EXCL_BANK_TRIE and the trie answers alone.
+ */
+struct rp_excl4 {
+	__be32 addr; /* network order, host bits clear */
+	__be32 mask; /* network order */
+};
+
+struct rp_excl_bank {
+	__u32 count; /* live entries, 0..RP_SNAT_FAST_EXCLUSIONS */
+	__u32 pad;
+	struct rp_excl4 prefix[RP_SNAT_FAST_EXCLUSIONS];
 };
 
 /* ruleplane_estat (per-CPU array, one slot per egress address). */
