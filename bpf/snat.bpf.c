@@ -44,6 +44,7 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -77,6 +78,31 @@ const volatile __s32 xlate_verdict = TC_ACT_OK;
  * stamp is read on every translated packet.
  */
 const volatile bool clock_jiffies = true;
+
+/*
+ * L4 checksums are written directly when skb->ip_summed says what the field
+ * holds (rp_rewrite), through bpf_l4_csum_replace() otherwise. Reading
+ * ip_summed takes the bpf_cast_to_kern_ctx kfunc (Linux 6.2+), so every
+ * program exists twice: snat_egress/snat_ingress use it, and
+ * snat_egress_h/snat_ingress_h only use the helper. The loader loads one
+ * pair (autoload), so a kernel without the kfunc never sees a call to it,
+ * and the weak extern lets libbpf open the object there.
+ */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
+
+/*
+ * The one sk_buff field we read, located by CO-RE against the running
+ * kernel's BTF (bpf_core_read.h's bitfield relocations).
+ */
+struct sk_buff___rp {
+	__u8 ip_summed : 2;
+} __attribute__((preserve_access_index));
+
+/* skb->ip_summed values (include/linux/skbuff.h). */
+#define RP_CHECKSUM_NONE 0
+#define RP_CHECKSUM_UNNECESSARY 1
+#define RP_CHECKSUM_COMPLETE 2
+#define RP_CHECKSUM_PARTIAL 3
 
 /*
  * CONFIG_HZ of the running kernel, which libbpf reads from its config file
@@ -404,6 +430,71 @@ static __always_inline __u16 rp_csum_replace4(__u16 check, __be32 from,
 	return (__u16)~s;
 }
 
+/* The same for a 16-bit field. */
+static __always_inline __u16 rp_csum_replace2(__u16 check, __be16 from,
+					      __be16 to)
+{
+	__u32 s = (__u16)~check;
+
+	s += (__u16)~from;
+	s += to;
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)~s;
+}
+
+/*
+ * skb->ip_summed, or -1 in the programs that may not read it (@kctx, a
+ * compile-time constant per program). bpf_cast_to_kern_ctx() is inlined by
+ * the verifier (a register move).
+ */
+static __always_inline int rp_ip_summed(struct __sk_buff *skb, const bool kctx)
+{
+	struct sk_buff___rp *kskb;
+
+	if (!kctx)
+		return -1;
+	kskb = bpf_cast_to_kern_ctx(skb);
+	return BPF_CORE_READ_BITFIELD(kskb, ip_summed);
+}
+
+/*
+ * The new L4 checksum field for an address change (@pseudo: the field
+ * covers the address through the pseudo header) and a port change, the way
+ * inet_proto_csum_replace4/2 (net/core/utils.c) would compute it, for every
+ * ip_summed but CHECKSUM_COMPLETE (whose skb->csum a program cannot fix):
+ *  - CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum, not
+ *    complemented, as the seed for the checksum the device or
+ *    skb_checksum_help() computes later; it takes the address change and
+ *    ignores the port, which the later sum covers by itself.
+ *  - CHECKSUM_NONE / UNNECESSARY: the field is the full checksum and takes
+ *    both (RFC 1624).
+ * @mangled0 (UDP): a zero field means "no checksum" and stays zero; a
+ * computed zero is sent as 0xffff (RFC 768), as BPF_F_MARK_MANGLED_0 does.
+ */
+static __always_inline __u16 rp_l4_csum_direct(__u16 check, int summed,
+					       bool pseudo, bool mangled0,
+					       __be32 from_addr, __be32 to_addr,
+					       bool port, __be16 from_port,
+					       __be16 to_port)
+{
+	if (mangled0 && !check)
+		return 0;
+	if (summed == RP_CHECKSUM_PARTIAL) {
+		if (pseudo)
+			check = (__u16)~rp_csum_replace4((__u16)~check,
+							 from_addr, to_addr);
+	} else {
+		if (pseudo)
+			check = rp_csum_replace4(check, from_addr, to_addr);
+		if (port)
+			check = rp_csum_replace2(check, from_port, to_port);
+	}
+	if (mangled0 && !check)
+		check = 0xffff;
+	return check;
+}
+
 /* Which IPv4 address rp_rewrite() replaces. */
 enum rp_addr_field {
 	RP_SADDR,
@@ -416,16 +507,19 @@ enum rp_addr_field {
  * @port_off, keeping the IPv4 header checksum and (unless @p is a non-first
  * fragment) the L4 checksum valid.
  *
- * The L4 checksum goes through bpf_l4_csum_replace(): what its field holds
- * depends on skb->ip_summed, which a program cannot read (CHECKSUM_PARTIAL
- * keeps the pseudo-header seed there, so a port change leaves it alone and an
- * address change moves it the other way), and for CHECKSUM_COMPLETE the
- * helper also fixes skb->csum for the pseudo-header part (net/core/utils.c,
- * inet_proto_csum_replace4). The address, the port and the IPv4 checksum are
- * then written directly: each store is balanced by the checksum change, so
- * skb->csum stays right without BPF_F_RECOMPUTE_CSUM. That saves three helper
- * calls per translated packet (tools/bench/bpf_snat_bench.cc: about 80 ns of
- * 360 on an established egress packet). The price: a program with direct
+ * What the L4 checksum field holds depends on skb->ip_summed
+ * (CHECKSUM_PARTIAL keeps the pseudo-header seed there, so a port change
+ * leaves it alone and an address change moves it), and for
+ * CHECKSUM_COMPLETE skb->csum must follow the pseudo-header part
+ * (net/core/utils.c, inet_proto_csum_replace4). Where the program can read
+ * ip_summed (@kctx) it writes the field itself for every case but
+ * CHECKSUM_COMPLETE (rp_l4_csum_direct); COMPLETE packets, and every packet
+ * on kernels without bpf_cast_to_kern_ctx, go through bpf_l4_csum_replace(),
+ * which also fixes skb->csum. The address, the port and the IPv4 checksum are
+ * always written directly: each store is balanced by a checksum change, so
+ * skb->csum stays right without BPF_F_RECOMPUTE_CSUM. Each helper call saved
+ * is ~30-40 ns on the benchmark VM (tools/bench/bpf_snat_bench.cc, which
+ * loads the helper variant next to this one). The price: a program with direct
  * writes gets the verifier's unclone prologue (bpf_unclone_prologue), which
  * calls bpf_skb_pull_data() for every cloned skb it sees, ours or not. For
  * TCP's own clones that only checks the header is private; a clone made by a
@@ -439,26 +533,34 @@ static __always_inline int rp_rewrite(struct __sk_buff *skb,
 				      enum rp_addr_field field,
 				      __be32 from_addr, __be32 to_addr,
 				      __u32 port_off, __be16 from_port,
-				      __be16 to_port)
+				      __be16 to_port, const bool kctx)
 {
 	__u32 csum_off = 0, l3_off = p->l3_off;
 	__u64 l4_flags = 0;
 	bool pseudo = false;
 	bool l4 = p->frag != RP_FRAG_LATER;
+	bool port = l4 && port_off && from_port != to_port;
 	void *data, *data_end;
 	struct iphdr *iph;
+	int summed = -1;
 
 	if (l4 && rp_l4_csum(p->proto, p->l4_off, &csum_off, &l4_flags, &pseudo))
 		return -1;
+	if (l4)
+		summed = rp_ip_summed(skb, kctx);
 
-	if (l4 && pseudo &&
-	    bpf_l4_csum_replace(skb, csum_off, from_addr, to_addr,
-				BPF_F_PSEUDO_HDR | l4_flags | sizeof(to_addr)))
-		return -1;
-	if (l4 && port_off && from_port != to_port &&
-	    bpf_l4_csum_replace(skb, csum_off, from_port, to_port,
-				l4_flags | sizeof(to_port)))
-		return -1;
+	if (summed < 0 || summed == RP_CHECKSUM_COMPLETE) {
+		if (l4 && pseudo &&
+		    bpf_l4_csum_replace(skb, csum_off, from_addr, to_addr,
+					BPF_F_PSEUDO_HDR | l4_flags |
+						sizeof(to_addr)))
+			return -1;
+		if (port &&
+		    bpf_l4_csum_replace(skb, csum_off, from_port, to_port,
+					l4_flags | sizeof(to_port)))
+			return -1;
+		summed = -1; /* done */
+	}
 
 	/* The helpers invalidated every packet pointer: reload, re-bound. */
 	data = (void *)(long)skb->data;
@@ -468,16 +570,30 @@ static __always_inline int rp_rewrite(struct __sk_buff *skb,
 	iph = data + l3_off;
 	if ((void *)(iph + 1) > data_end)
 		return -1;
-	if (l4 && port_off && from_port != to_port) {
-		__be16 *port;
+	if (summed >= 0) {
+		__sum16 *check;
+
+		if (csum_off > RP_MAX_L4_OFF + sizeof(struct tcphdr))
+			return -1;
+		check = data + csum_off;
+		/* rp_parse_l4() pulled the L4 header; for the verifier. */
+		if ((void *)(check + 1) > data_end)
+			return -1;
+		*check = rp_l4_csum_direct(*check, summed, pseudo,
+					   l4_flags & BPF_F_MARK_MANGLED_0,
+					   from_addr, to_addr, port, from_port,
+					   to_port);
+	}
+	if (port) {
+		__be16 *pp;
 
 		if (port_off > RP_MAX_L4_OFF + sizeof(struct tcphdr))
 			return -1;
-		port = data + port_off;
+		pp = data + port_off;
 		/* rp_parse_l4() pulled the L4 header; for the verifier. */
-		if ((void *)(port + 1) > data_end)
+		if ((void *)(pp + 1) > data_end)
 			return -1;
-		*port = to_port;
+		*pp = to_port;
 	}
 	iph->check = rp_csum_replace4(iph->check, from_addr, to_addr);
 	if (field == RP_SADDR)
@@ -845,8 +961,8 @@ static __always_inline struct rp_frag_val *rp_frag_find(const struct rp_pkt *p,
 	return bpf_map_lookup_elem(&ruleplane_frag, &fk);
 }
 
-SEC("tc")
-int snat_egress(struct __sk_buff *skb)
+static __always_inline int rp_snat_egress(struct __sk_buff *skb,
+					  const bool kctx)
 {
 	struct rp_pkt p = {};
 	struct rp_nat_key fk = {};
@@ -881,7 +997,7 @@ int snat_egress(struct __sk_buff *skb)
 		}
 		to = frv->addr;
 		if (rp_rewrite(skb, &p, RP_SADDR,
-			       p.saddr, to, 0, 0, 0)) {
+			       p.saddr, to, 0, 0, 0, kctx)) {
 			rp_count(RP_DROP_CSUM);
 			return TC_ACT_SHOT;
 		}
@@ -918,7 +1034,7 @@ int snat_egress(struct __sk_buff *skb)
 
 	if (rp_rewrite(skb, &p, RP_SADDR,
 		       p.saddr, nv.egress_addr, rp_sport_off(&p), p.sport,
-		       nv.egress_port)) {
+		       nv.egress_port, kctx)) {
 		rp_count(RP_DROP_CSUM);
 		return TC_ACT_SHOT;
 	}
@@ -1023,8 +1139,8 @@ static __always_inline int rp_ingress_icmp_error(struct __sk_buff *skb,
 	return xlate_verdict;
 }
 
-SEC("tc")
-int snat_ingress(struct __sk_buff *skb)
+static __always_inline int rp_snat_ingress(struct __sk_buff *skb,
+					   const bool kctx)
 {
 	struct rp_rnat_key rk = {};
 	struct rp_rnat_val *rv;
@@ -1049,7 +1165,7 @@ int snat_ingress(struct __sk_buff *skb)
 		}
 		to = frv->addr;
 		if (rp_rewrite(skb, &p, RP_DADDR,
-			       p.daddr, to, 0, 0, 0)) {
+			       p.daddr, to, 0, 0, 0, kctx)) {
 			rp_count(RP_DROP_CSUM);
 			return TC_ACT_SHOT;
 		}
@@ -1098,7 +1214,7 @@ int snat_ingress(struct __sk_buff *skb)
 
 	if (rp_rewrite(skb, &p, RP_DADDR,
 		       p.daddr, pod_addr, rp_dport_off(&p), rk.egress_port,
-		       pod_port)) {
+		       pod_port, kctx)) {
 		rp_count(RP_DROP_CSUM);
 		return TC_ACT_SHOT;
 	}
@@ -1106,6 +1222,32 @@ int snat_ingress(struct __sk_buff *skb)
 		rp_frag_record(&p, RP_DIR_INGRESS, pod_addr);
 	rp_count(RP_XLATE_INGRESS);
 	return xlate_verdict;
+}
+
+/* The programs: L4 checksums written directly where possible (kfunc). */
+SEC("tc")
+int snat_egress(struct __sk_buff *skb)
+{
+	return rp_snat_egress(skb, true);
+}
+
+SEC("tc")
+int snat_ingress(struct __sk_buff *skb)
+{
+	return rp_snat_ingress(skb, true);
+}
+
+/* The same through bpf_l4_csum_replace() only, for kernels before 6.2. */
+SEC("tc")
+int snat_egress_h(struct __sk_buff *skb)
+{
+	return rp_snat_egress(skb, false);
+}
+
+SEC("tc")
+int snat_ingress_h(struct __sk_buff *skb)
+{
+	return rp_snat_ingress(skb, false);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

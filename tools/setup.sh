@@ -22,7 +22,7 @@ packages=(
   clang llvm bpftool
   # CLIs used only by tests, the demo lab and benchmarks (never by the product)
   nftables iptables iproute2 iputils-ping containernetworking-plugins iperf3 curl
-  procps util-linux psmisc libcap2-bin python3 python3-yaml
+  procps util-linux psmisc libcap2-bin python3 python3-yaml ethtool
 )
 
 missing=()

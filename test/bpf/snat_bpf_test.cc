@@ -343,6 +343,69 @@ TEST_F(PrivilegedBpfSnatTest, ExcludedDestinationIsUntouched) {
   EXPECT_EQ(Count(RP_NAT_NEW), 0u);
 }
 
+// The L4 checksum written by the program itself (it reads skb->ip_summed;
+// BPF_PROG_TEST_RUN packets are CHECKSUM_NONE, so the full-checksum update)
+// and through bpf_l4_csum_replace (kept for CHECKSUM_COMPLETE and kernels
+// without bpf_cast_to_kern_ctx) give the same bytes, valid checksums, for
+// TCP, UDP (with and without a checksum) and ICMP echo, both directions.
+// The CHECKSUM_PARTIAL case only happens with real traffic: see the e2e
+// test_bpf_checksums_hold_when_the_kernel_finishes_them.
+TEST_F(PrivilegedBpfSnatTest, DirectAndHelperChecksumsAgree) {
+  std::unique_ptr<SnatProgram> progs[2];
+  for (const bool direct : {true, false}) {
+    SnatProgramOptions options;
+    options.pin_dir = "";
+    options.csum_direct = direct;
+    options.config.port_min = 61000;
+    options.config.port_max = 61000;  // one port: both programs pick it
+    ASSERT_OK_AND_ASSIGN(progs[direct ? 0 : 1], SnatProgram::Create(options));
+    SnatProgram& p = *progs[direct ? 0 : 1];
+    ASSERT_OK(p.ReplacePodAddresses({kPod}));
+    ASSERT_OK(p.SetEgressAddresses({{kEgress1, false}}));
+  }
+  if (!progs[0]->csum_direct()) GTEST_SKIP() << "kernel without bpf_cast_to_kern_ctx (< 6.2): helper only";
+  EXPECT_FALSE(progs[1]->csum_direct());
+
+  // Every flow to its own remote, so the one port serves all of them.
+  auto remote = [](uint8_t i) { return Ipv4Addr::FromOctets(203, 0, 113, i); };
+  const std::vector<std::pair<Bytes, Bytes>> cases = {
+      {BuildTcp(kPod, 40000, remote(1), 443),
+       BuildTcp(remote(1), 443, kEgress1, 61000, {}, kTcpSyn | kTcpAck)},
+      {BuildTcp(kPod, 40001, remote(2), 80, Text("GET / HTTP/1.1\r\n\r\n"), kTcpAck),
+       BuildTcp(remote(2), 80, kEgress1, 61000, Text("HTTP/1.1 200 OK\r\n"), kTcpAck)},
+      {BuildUdp(kPod, 5353, remote(3), 53, Text("query")), BuildUdp(remote(3), 53, kEgress1, 61000, Text("answer"))},
+      {BuildUdp(kPod, 5354, remote(4), 53, Text("query"), /*zero_checksum=*/true),
+       BuildUdp(remote(4), 53, kEgress1, 61000, Text("answer"), /*zero_checksum=*/true)},
+      {BuildIcmpEcho(kPod, remote(5), kIcmpEchoRequest, 0x4242, 1, Text("ping")),
+       BuildIcmpEcho(remote(5), kEgress1, kIcmpEchoReply, 61000, 1, Text("ping"))},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE(absl::StrCat("case ", i));
+    const auto& [out, back] = cases[i];
+    for (const auto& [frame, egress] : {std::pair{&out, true}, std::pair{&back, false}}) {
+      TcRun runs[2];
+      for (int k = 0; k < 2; ++k) {
+        ASSERT_OK_AND_ASSIGN(runs[k], RunTc(egress ? progs[k]->egress_prog_fd() : progs[k]->ingress_prog_fd(), *frame));
+      }
+      ASSERT_EQ(runs[0].verdict, TC_ACT_OK) << (egress ? "egress" : "ingress");
+      ASSERT_EQ(runs[1].verdict, TC_ACT_OK) << (egress ? "egress" : "ingress");
+      EXPECT_EQ(runs[0].out, runs[1].out) << (egress ? "egress" : "ingress");
+      EXPECT_NE(runs[0].out, *frame);
+      ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(runs[0].out));
+      EXPECT_TRUE(p.ip_checksum_ok);
+      EXPECT_TRUE(p.l4_checksum_ok);
+      if (i == 3) {
+        EXPECT_EQ(p.l4_checksum, 0) << "UDP without a checksum keeps none";
+      }
+      if (egress) {
+        EXPECT_EQ(p.src, kEgress1);
+      } else {
+        EXPECT_EQ(p.dst, kPod);
+      }
+    }
+  }
+}
+
 // Exclusions: a few prefixes are scanned from a bank of ruleplane_exclf,
 // more than a bank holds go to the trie alone; replacing the set switches
 // banks, and a translated flow's exclusion state follows each switch.

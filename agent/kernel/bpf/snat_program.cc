@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <linux/magic.h>
 #include <linux/pkt_cls.h>
@@ -187,7 +188,29 @@ absl::Status ValidateSnatConfig(const SnatConfig& config) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgramOptions& options) {
+namespace {
+
+// Whether the running kernel's BTF has the kfunc `name` (then the verifier
+// knows it; kfuncs are looked up by BTF, not by symbol). Asked once per
+// process: libbpf parses all of vmlinux BTF (a few ms) for it.
+bool KernelHasKfunc(const char* name) {
+  btf* vmlinux = btf__load_vmlinux_btf();
+  if (libbpf_get_error(vmlinux) != 0) return false;
+  const bool found = btf__find_by_name_kind(vmlinux, name, BTF_KIND_FUNC) >= 0;
+  btf__free(vmlinux);
+  return found;
+}
+
+bool KernelCanReadIpSummed() {
+  static const bool can = KernelHasKfunc("bpf_cast_to_kern_ctx");
+  return can;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgramOptions& requested) {
+  SnatProgramOptions options = requested;
+  options.csum_direct = requested.csum_direct && KernelCanReadIpSummed();
   RETURN_IF_ERROR(ValidateSnatConfig(options.config));
   if (!options.pin_dir.empty()) RETURN_IF_ERROR(PreparePinDir(options.pin_dir));
 
@@ -197,6 +220,14 @@ absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgr
   skel->rodata->max_retries = options.config.max_retries;
   skel->rodata->l2_hdr_len = options.config.l2_header_len;
   skel->rodata->clock_jiffies = options.clock_jiffies;
+  // One pair of programs is loaded (see bpf/snat.bpf.c): a kernel without
+  // the kfunc never verifies a call to it.
+  for (bpf_program* prog : {skel->progs.snat_egress, skel->progs.snat_ingress}) {
+    bpf_program__set_autoload(prog, options.csum_direct);
+  }
+  for (bpf_program* prog : {skel->progs.snat_egress_h, skel->progs.snat_ingress_h}) {
+    bpf_program__set_autoload(prog, !options.csum_direct);
+  }
   skel->rodata->xlate_verdict = options.attach == TcAttach::kTcx ? TC_ACT_UNSPEC : TC_ACT_OK;
   for (bpf_map* map : {skel->maps.ruleplane_nat, skel->maps.ruleplane_rnat}) {
     if (const int err = bpf_map__set_max_entries(map, options.config.max_flows); err != 0) {
@@ -225,7 +256,8 @@ absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgr
   LOG(INFO) << "bpf snat loaded pin_dir=" << (options.pin_dir.empty() ? "(none)" : options.pin_dir)
             << " reused_maps=" << reused.size() << " ports=" << options.config.port_min << "-"
             << options.config.port_max << " attach=" << TcAttachName(options.attach)
-            << " max_flows=" << bpf_map__max_entries(skel->maps.ruleplane_nat);
+            << " max_flows=" << bpf_map__max_entries(skel->maps.ruleplane_nat)
+            << " l4_csum=" << (options.csum_direct ? "direct" : "helper");
   return std::unique_ptr<SnatProgram>(new SnatProgram(options, std::move(skel), std::move(reused)));
 }
 
@@ -236,8 +268,12 @@ uint32_t SnatProgram::max_flows() const { return bpf_map__max_entries(NatMap());
 
 SnatProgram::~SnatProgram() = default;
 
-int SnatProgram::egress_prog_fd() const { return bpf_program__fd(skel_->progs.snat_egress); }
-int SnatProgram::ingress_prog_fd() const { return bpf_program__fd(skel_->progs.snat_ingress); }
+int SnatProgram::egress_prog_fd() const {
+  return bpf_program__fd(options_.csum_direct ? skel_->progs.snat_egress : skel_->progs.snat_egress_h);
+}
+int SnatProgram::ingress_prog_fd() const {
+  return bpf_program__fd(options_.csum_direct ? skel_->progs.snat_ingress : skel_->progs.snat_ingress_h);
+}
 
 bpf_map* SnatProgram::PodsMap() const { return skel_->maps.ruleplane_pods; }
 bpf_map* SnatProgram::ExclMap() const { return skel_->maps.ruleplane_excl; }

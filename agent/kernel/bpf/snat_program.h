@@ -68,6 +68,13 @@ struct SnatProgramOptions {
   // monotonic clock helper (tests and benchmarks compare the two). Both
   // stamp CLOCK_MONOTONIC seconds.
   bool clock_jiffies = true;
+  // L4 checksums written by the program itself when it can read
+  // skb->ip_summed (kernels with the bpf_cast_to_kern_ctx kfunc, 6.2+:
+  // programs snat_egress/snat_ingress), through the bpf_l4_csum_replace
+  // helper for CHECKSUM_COMPLETE packets and, on older kernels, for all
+  // (snat_egress_h/snat_ingress_h). false forces the helper programs
+  // (tests, benchmarks).
+  bool csum_direct = true;
   // How AttachToInterface() hooks tc. Also load-time: a translated packet's
   // verdict differs (TC_ACT_OK ends a cls_bpf chain; TC_ACT_UNSPEC lets the
   // clsact filters that tcx runs before still see it). tcx links are pinned
@@ -124,6 +131,9 @@ class SnatProgram {
   const SnatConfig& config() const { return options_.config; }
   const std::string& pin_dir() const { return options_.pin_dir; }
   TcAttach attach() const { return options_.attach; }
+  // Whether the loaded program writes L4 checksums itself (see
+  // SnatProgramOptions::csum_direct and the kernel's support).
+  bool csum_direct() const { return options_.csum_direct; }
   // Names of the maps adopted from existing pins (empty on a fresh start).
   const std::vector<std::string>& reused_maps() const { return reused_maps_; }
   // The NAT maps' size in effect: config.max_flows, or the size of the
