@@ -766,6 +766,13 @@ def snat_section(sn, lines, prog=()):
             lines.append(f"| {x['name']} | {x['median_ns']} | {x['p90_ns']} | {x['net_ns']} | {x['what']}"
                          + (f" ({x['wrong_verdicts']} took another path)" if x["wrong_verdicts"] else "") + " |")
         lines.append("")
+        ratios = pr.get("net_ratio_to_old") or {}
+        if ratios:
+            lines.append("- net ns of the program the agent loads ÷ the same program taking the helper calls it made "
+                         "before (`_old` rows: stamp clock through `bpf_ktime_get_coarse_ns`, exclusions in the LPM "
+                         "trie, L4 checksums through `bpf_l4_csum_replace`), same run: "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+            lines.append("")
 
 
 def startup_section(s, lines, svgs):

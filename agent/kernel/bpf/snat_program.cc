@@ -190,6 +190,8 @@ absl::Status ValidateSnatConfig(const SnatConfig& config) {
 
 namespace {
 
+constexpr char kVmlinuxBtf[] = "/sys/kernel/btf/vmlinux";
+
 // Whether the running kernel's BTF has the kfunc `name` (then the verifier
 // knows it; kfuncs are looked up by BTF, not by symbol). Asked once per
 // process: libbpf parses all of vmlinux BTF (a few ms) for it.
@@ -209,9 +211,16 @@ bool KernelCanReadIpSummed() {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgramOptions& requested) {
+  RETURN_IF_ERROR(ValidateSnatConfig(requested.config));
+  // libbpf needs it for the object's CO-RE relocations and kfunc extern,
+  // and without it would fail the load with a bare error code.
+  if (std::error_code ec; !std::filesystem::exists(kVmlinuxBtf, ec)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "bpf snat needs the kernel's BTF at ", kVmlinuxBtf,
+        " (a kernel built with CONFIG_DEBUG_INFO_BTF, as Debian's and most distributions' are)"));
+  }
   SnatProgramOptions options = requested;
   options.csum_direct = requested.csum_direct && KernelCanReadIpSummed();
-  RETURN_IF_ERROR(ValidateSnatConfig(options.config));
   if (!options.pin_dir.empty()) RETURN_IF_ERROR(PreparePinDir(options.pin_dir));
 
   ASSIGN_OR_RETURN(BpfSkeleton<snat> skel, BpfSkeleton<snat>::Open("snat"));

@@ -117,7 +117,8 @@ class SnatProgram {
  public:
   // Validates the config, prepares the pin dir, opens the skeleton, writes
   // rodata, adopts compatible pinned maps and loads both programs.
-  // InvalidArgument: bad config. FailedPrecondition: pin dir not on bpffs, or
+  // InvalidArgument: bad config. FailedPrecondition: no kernel BTF
+  // (/sys/kernel/btf/vmlinux), pin dir not on bpffs, or
   // a pinned map whose type/size differs from this build (its path and the
   // difference are named; remove the pin to start with empty state).
   // PermissionDenied: missing CAP_BPF/CAP_NET_ADMIN. Internal: the verifier
