@@ -10,7 +10,6 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
-
 #include <algorithm>
 #include <bit>
 #include <cerrno>
@@ -289,6 +288,10 @@ bpf_map* SnatProgram::ExclMap() const { return skel_->maps.ruleplane_excl; }
 bpf_map* SnatProgram::EgressAddrMap() const { return skel_->maps.ruleplane_eaddr; }
 bpf_map* SnatProgram::CfgMap() const { return skel_->maps.ruleplane_cfg; }
 bpf_map* SnatProgram::ExclBankMap() const { return skel_->maps.ruleplane_exclf; }
+bpf_map* SnatProgram::NatMap() const { return skel_->maps.ruleplane_nat; }
+bpf_map* SnatProgram::ReverseNatMap() const { return skel_->maps.ruleplane_rnat; }
+bpf_map* SnatProgram::ReasonMap() const { return skel_->maps.ruleplane_rsn; }
+bpf_map* SnatProgram::EgressStatsMap() const { return skel_->maps.ruleplane_estat; }
 
 absl::StatusOr<rp_snat_cfg> SnatProgram::ReadCfg() const {
   const uint32_t zero = 0;
@@ -296,10 +299,6 @@ absl::StatusOr<rp_snat_cfg> SnatProgram::ReadCfg() const {
   // An array slot always exists; nullopt only if the kernel says otherwise.
   return cfg.value_or(rp_snat_cfg{});
 }
-bpf_map* SnatProgram::NatMap() const { return skel_->maps.ruleplane_nat; }
-bpf_map* SnatProgram::ReverseNatMap() const { return skel_->maps.ruleplane_rnat; }
-bpf_map* SnatProgram::ReasonMap() const { return skel_->maps.ruleplane_rsn; }
-bpf_map* SnatProgram::EgressStatsMap() const { return skel_->maps.ruleplane_estat; }
 
 absl::StatusOr<TcHook> SnatProgram::AttachToInterface(int ifindex) const {
   ASSIGN_OR_RETURN(TcHook hook, options_.attach == TcAttach::kTcx ? TcHook::CreateTcx(ifindex, options_.pin_dir)
