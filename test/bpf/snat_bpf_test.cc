@@ -997,9 +997,11 @@ TEST_F(PrivilegedBpfPinTest, PinsWithoutExclusionBanksAreAdopted) {
 }
 
 // The NAT maps are created at the configured size. A restart asking for
-// another size adopts the pinned maps at their size (resizing would drop the
-// translations of established flows), and the flow keeps its port.
-TEST_F(PrivilegedBpfPinTest, FlowMapSizeIsConfiguredAndPinnedSizeIsKept) {
+// another size moves the flows into new maps of that size: a first copy at
+// load while the predecessor's programs still run, a second once ours run
+// everywhere (FinishFlowMapMigration), which also moves the pins. Every flow
+// keeps its port, including one the predecessor translated in between.
+TEST_F(PrivilegedBpfPinTest, FlowMapResizeMovesTheFlows) {
   auto pinned_max_entries = [this](const char* map) -> uint32_t {
     const UniqueFd fd(bpf_obj_get((options_.pin_dir + "/" + map).c_str()));
     bpf_map_info info{};
@@ -1007,32 +1009,50 @@ TEST_F(PrivilegedBpfPinTest, FlowMapSizeIsConfiguredAndPinnedSizeIsKept) {
     if (!fd.valid() || bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) return 0;
     return info.max_entries;
   };
+  auto port_of = [](const SnatProgram& prog, uint16_t pod_port) -> uint16_t {
+    absl::StatusOr<TcRun> run = RunTc(prog.egress_prog_fd(), BuildTcp(kPod, pod_port, kRemote, 443));
+    if (!run.ok() || run->verdict != TC_ACT_OK) return 0;
+    absl::StatusOr<ParsedPacket> p = ParseFrame(run->out);
+    return p.ok() ? p->sport : 0;
+  };
   options_.config.max_flows = 4096;
-  uint16_t port = 0;
-  {
-    ASSERT_OK_AND_ASSIGN(auto prog, SnatProgram::Create(options_));
-    EXPECT_EQ(prog->max_flows(), 4096u);
-    ASSERT_OK(prog->ReplacePodAddresses({kPod}));
-    ASSERT_OK(prog->SetEgressAddresses({{kEgress1, false}}));
-    port = EgressPort(*prog);
-    ASSERT_NE(port, 0);
-  }
+  ASSERT_OK_AND_ASSIGN(auto old, SnatProgram::Create(options_));
+  EXPECT_EQ(old->max_flows(), 4096u);
+  ASSERT_OK(old->ReplacePodAddresses({kPod}));
+  ASSERT_OK(old->SetEgressAddresses({{kEgress1, false}}));
+  const uint16_t first = port_of(*old, 40000);
+  ASSERT_NE(first, 0);
   EXPECT_EQ(pinned_max_entries("ruleplane_nat"), 4096u);
   EXPECT_EQ(pinned_max_entries("ruleplane_rnat"), 4096u);
 
+  // The successor loads while the predecessor's programs still run.
   options_.config.max_flows = 8192;
   ASSERT_OK_AND_ASSIGN(auto prog, SnatProgram::Create(options_));
-  EXPECT_EQ(prog->max_flows(), 4096u);
-  EXPECT_EQ(prog->reused_maps().size(), 10u);
-  EXPECT_EQ(EgressPort(*prog), port);
+  EXPECT_EQ(prog->max_flows(), 8192u);
+  EXPECT_EQ(prog->reused_maps().size(), 8u);  // every map but the two flow maps
+  EXPECT_TRUE(prog->flow_map_migration_pending());
+  EXPECT_EQ(pinned_max_entries("ruleplane_nat"), 4096u) << "the old pin stays until the programs switch";
+  const uint16_t late = port_of(*old, 40001);  // between the two copies
+  ASSERT_NE(late, 0);
 
-  // Without pins (snat_mode switched away and back) the new size applies.
-  ASSERT_OK(prog->UnpinMaps());
-  prog.reset();
-  ASSERT_OK_AND_ASSIGN(auto fresh, SnatProgram::Create(options_));
-  EXPECT_EQ(fresh->max_flows(), 8192u);
+  ASSERT_OK(prog->FinishFlowMapMigration());
+  EXPECT_FALSE(prog->flow_map_migration_pending());
+  EXPECT_EQ(pinned_max_entries("ruleplane_nat"), 8192u);
   EXPECT_EQ(pinned_max_entries("ruleplane_rnat"), 8192u);
-  ASSERT_OK(fresh->UnpinMaps());
+  EXPECT_EQ(port_of(*prog, 40000), first);
+  EXPECT_EQ(port_of(*prog, 40001), late);
+  ASSERT_OK(prog->FinishFlowMapMigration());  // nothing pending: no-op
+  ASSERT_OK_AND_ASSIGN(const ReasonCounters counters, prog->ReadReasonCounters());
+  EXPECT_EQ(counters[RP_NAT_NEW], 2u) << "no flow got a second translation";
+
+  // A restart at the same size adopts everything, flows included.
+  old.reset();
+  prog.reset();
+  ASSERT_OK_AND_ASSIGN(auto again, SnatProgram::Create(options_));
+  EXPECT_EQ(again->reused_maps().size(), 10u);
+  EXPECT_FALSE(again->flow_map_migration_pending());
+  EXPECT_EQ(port_of(*again, 40000), first);
+  ASSERT_OK(again->UnpinMaps());
 }
 
 // The statistics reader sees every translation, across more entries than one

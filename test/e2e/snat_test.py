@@ -515,6 +515,33 @@ class SnatTest(LabTestCase):
         self.check_survives_sigkill(lab)
         self.assertTrue(os.path.exists(os.path.join(lab.pin_dir, "ruleplane_rnat")))
 
+    def test_bpf_flow_table_resize_keeps_established_flows(self):
+        # Changing snat_bpf_max_flows moves the flows into maps of the new
+        # size (reload and restart alike); the established connection keeps
+        # its translation and the pins end up at the new size.
+        lab = self.lab("bpfresize", bpf_snat())
+        ns, _ = lab.add_pod(1)
+        c = lab.client(ns)
+        self.assertEqual(c.open(), (0, NODE_IP))
+
+        def pinned_size():
+            out = sh("bpftool", "-j", "map", "show", "pinned", os.path.join(lab.pin_dir, "ruleplane_rnat")).stdout
+            return json.loads(out)["max_entries"]
+
+        self.assertEqual(pinned_size(), BPF_MAX_FLOWS)
+        lab.reload(bpf_snat(snat_bpf_max_flows=2 * BPF_MAX_FLOWS))
+        wait_for(lambda: pinned_size() == 2 * BPF_MAX_FLOWS, what="flow maps pinned at the new size")
+        self.assertEqual(c.ask(0), NODE_IP, "established flow after the resize")
+        wait_for(lambda: int(lab.snat_stats().get("flow_table_capacity", 0)) == 2 * BPF_MAX_FLOWS,
+                 what="flow_table_capacity after the resize")
+        # Back down across a restart: the agent dies, the config shrinks.
+        lab.kill_agent()
+        lab.write_config(bpf_snat())
+        lab.start_agent()
+        wait_for(lambda: pinned_size() == BPF_MAX_FLOWS, what="flow maps pinned at the old size again")
+        self.assertEqual(c.ask(0), NODE_IP, "established flow after shrinking across a restart")
+        self.assertEqual(c.open(), (1, NODE_IP))
+
     def test_nftables_ipv6_only_when_enabled(self):
         lab = self.lab("nft6", nft_snat(snat_exclude=["172.31.9.0/24", POD_SUBNET, POD_SUBNET6]), ipv6=True)
         ns, _ = lab.add_pod(1)

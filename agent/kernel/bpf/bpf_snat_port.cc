@@ -221,6 +221,9 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
     if (absl::Status s = hook.Destroy(); !s.ok() && destroyed.ok()) destroyed = s;
   }
   replaced.clear();  // done with them, even on error: `restore` must not bring them back
+  // Our programs run everywhere now: a flow map resize can take over the
+  // old map's pin (and what it gained since the load).
+  if (absl::Status s = program_->FinishFlowMapMigration(); !s.ok() && destroyed.ok()) destroyed = s;
   loaded_ = plan;
   pods_ = pods.size();
   absl::Status recorded_now = WriteRecord();

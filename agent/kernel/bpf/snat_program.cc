@@ -23,6 +23,7 @@
 #include "agent/common/status_macros.h"
 #include "agent/common/unique_fd.h"
 #include "agent/kernel/bpf/errors.h"
+#include "agent/kernel/bpf/map_batch.h"
 #include "glog/logging.h"
 #include "snat.skel.h"
 
@@ -120,32 +121,30 @@ bool IsFlowMap(const bpf_map* map) {
   return name == "ruleplane_nat" || name == "ruleplane_rnat";
 }
 
-// Returns whether a pin exists at `path`; FailedPrecondition if it does but
-// cannot be adopted by `map`. libbpf would also refuse it at load time, but
-// only with EINVAL and a log line. A flow map pinned with another size is
-// adopted at its size (resizing would drop every translation, breaking the
-// established flows a restart must keep): `map` is resized to match and the
-// difference logged.
-absl::StatusOr<bool> MatchPinnedMap(bpf_map* map, const std::string& path) {
+// What to do with the pin at a map's path.
+enum class PinMatch {
+  kAbsent,   // none: libbpf creates the map and pins it
+  kAdopt,    // compatible: libbpf reuses it
+  kMigrate,  // a flow map of another size: create anew, move its flows over
+};
+
+// FailedPrecondition if a pin exists at `path` that `map` can neither adopt
+// nor migrate from. libbpf would also refuse it at load time, but only with
+// EINVAL and a log line. A flow map pinned with another size (the operator
+// changed snat_bpf_max_flows) is migrated: a new map of the configured size
+// takes over its entries (SnatProgram::FinishFlowMapMigration), so
+// established flows keep their translation.
+absl::StatusOr<PinMatch> MatchPinnedMap(bpf_map* map, const std::string& path) {
   UniqueFd fd(bpf_obj_get(path.c_str()));
   if (!fd.valid()) {
     const int err = errno;
-    if (err == ENOENT) return false;
+    if (err == ENOENT) return PinMatch::kAbsent;
     return BpfError(err, absl::StrCat("open pinned map ", path));
   }
   bpf_map_info info{};
   uint32_t len = sizeof(info);
   if (const int err = bpf_obj_get_info_by_fd(fd.get(), &info, &len); err != 0) {
     return BpfError(err, absl::StrCat("query pinned map ", path));
-  }
-  if (IsFlowMap(map) && info.max_entries != bpf_map__max_entries(map)) {
-    LOG(WARNING) << "bpf snat: pinned map " << path << " holds " << info.max_entries
-                 << " flows, the configuration asks for " << bpf_map__max_entries(map)
-                 << "; keeping the pinned size so established flows keep their translation (switch snat_mode "
-                    "off and back, or remove the pins while the agent is stopped, to resize)";
-    if (const int err = bpf_map__set_max_entries(map, info.max_entries); err != 0) {
-      return BpfError(err, absl::StrCat("size map ", bpf_map__name(map), " like its pin ", path));
-    }
   }
   std::vector<std::string> diffs;
   auto check = [&diffs](absl::string_view field, uint32_t pinned, uint32_t ours) {
@@ -154,14 +153,43 @@ absl::StatusOr<bool> MatchPinnedMap(bpf_map* map, const std::string& path) {
   check("type", info.type, bpf_map__type(map));
   check("key_size", info.key_size, bpf_map__key_size(map));
   check("value_size", info.value_size, bpf_map__value_size(map));
-  check("max_entries", info.max_entries, bpf_map__max_entries(map));
+  if (!IsFlowMap(map)) check("max_entries", info.max_entries, bpf_map__max_entries(map));
   check("map_flags", info.map_flags, bpf_map__map_flags(map));
   if (!diffs.empty()) {
     return absl::FailedPreconditionError(absl::StrCat("pinned map ", path, " does not match map ", bpf_map__name(map),
                                                       " of this build: ", absl::StrJoin(diffs, ", "),
                                                       "; remove the pin to start with empty state"));
   }
-  return true;
+  if (info.max_entries != bpf_map__max_entries(map)) {
+    LOG(INFO) << "bpf snat: pinned map " << path << " holds up to " << info.max_entries
+              << " flows, the configuration asks for " << bpf_map__max_entries(map)
+              << "; moving its flows into a new map of that size";
+    return PinMatch::kMigrate;
+  }
+  return PinMatch::kAdopt;
+}
+
+// Copies every entry of the flow map `from` into `to` with `flags`
+// (BPF_ANY or BPF_NOEXIST; with NOEXIST an entry `to` already has is kept).
+// The datapath may add or evict entries meanwhile, which the second pass
+// after the attach catches. Returns the number of entries written. A full
+// `to` (LRU) evicts as usual.
+absl::StatusOr<uint64_t> CopyFlowMap(int from, int to, uint32_t key_size, uint32_t value_size, uint64_t flags,
+                                     absl::string_view what) {
+  uint64_t written = 0;
+  RETURN_IF_ERROR(ForEachMapBatch(
+      from, key_size, value_size, what,
+      [&](const uint8_t* keys, const uint8_t* values, uint32_t count) -> absl::Status {
+        for (uint32_t i = 0; i < count; ++i) {
+          if (bpf_map_update_elem(to, keys + size_t{i} * key_size, values + size_t{i} * value_size, flags) == 0) {
+            ++written;
+          } else if (errno != EEXIST) {
+            return BpfError(errno, absl::StrCat("copy an entry of ", what));
+          }
+        }
+        return absl::OkStatus();
+      }));
+  return written;
 }
 
 }  // namespace
@@ -244,29 +272,72 @@ absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgr
   }
 
   std::vector<std::string> reused;
+  std::vector<std::pair<std::string, std::string>> migrating;  // map name, old pin
   if (!options.pin_dir.empty()) {
     bpf_map* map = nullptr;
     bpf_object__for_each_map(map, skel.obj()) {
       // .rodata is per-load configuration: never shared with a predecessor.
       if (bpf_map__is_internal(map)) continue;
       const std::string path = absl::StrCat(options.pin_dir, "/", bpf_map__name(map));
-      ASSIGN_OR_RETURN(const bool exists, MatchPinnedMap(map, path));
+      ASSIGN_OR_RETURN(const PinMatch match, MatchPinnedMap(map, path));
+      if (match == PinMatch::kMigrate) {
+        // Created unpinned; pinned in the old one's place once our programs
+        // run (FinishFlowMapMigration).
+        migrating.emplace_back(bpf_map__name(map), path);
+        continue;
+      }
       // At load, libbpf adopts the pinned map if present (bpf_map__reuse_fd)
       // and otherwise creates the map and pins it here.
       if (const int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {
         return BpfError(err, absl::StrCat("set pin path ", path, " of map ", bpf_map__name(map)));
       }
-      if (exists) reused.push_back(bpf_map__name(map));
+      if (match == PinMatch::kAdopt) reused.push_back(bpf_map__name(map));
     }
   }
 
   RETURN_IF_ERROR(skel.Load());
+  // First pass of a flow map migration: everything the predecessor's maps
+  // hold now. Its programs still run on them until ours are attached.
+  for (const auto& [name, path] : migrating) {
+    bpf_map* map = bpf_object__find_map_by_name(skel.obj(), name.c_str());
+    const UniqueFd old(bpf_obj_get(path.c_str()));
+    if (map == nullptr || !old.valid()) return BpfError(errno, absl::StrCat("open pinned map ", path, " to migrate"));
+    ASSIGN_OR_RETURN(const uint64_t moved, CopyFlowMap(old.get(), bpf_map__fd(map), bpf_map__key_size(map),
+                                                       bpf_map__value_size(map), BPF_ANY, path));
+    LOG(INFO) << "bpf snat: copied " << moved << " flows from " << path << " into the new " << name << " ("
+              << bpf_map__max_entries(map) << " entries)";
+  }
   LOG(INFO) << "bpf snat loaded pin_dir=" << (options.pin_dir.empty() ? "(none)" : options.pin_dir)
             << " reused_maps=" << reused.size() << " ports=" << options.config.port_min << "-"
             << options.config.port_max << " attach=" << TcAttachName(options.attach)
             << " max_flows=" << bpf_map__max_entries(skel->maps.ruleplane_nat)
             << " l4_csum=" << (options.csum_direct ? "direct" : "helper");
-  return std::unique_ptr<SnatProgram>(new SnatProgram(options, std::move(skel), std::move(reused)));
+  auto program = std::unique_ptr<SnatProgram>(new SnatProgram(options, std::move(skel), std::move(reused)));
+  program->migrating_ = std::move(migrating);
+  return program;
+}
+
+absl::Status SnatProgram::FinishFlowMapMigration() {
+  while (!migrating_.empty()) {
+    const auto& [name, path] = migrating_.back();
+    bpf_map* map = bpf_object__find_map_by_name(skel_.obj(), name.c_str());
+    if (map == nullptr) return absl::InternalError(absl::StrCat("no map ", name, " in the snat object"));
+    // Second pass: flows the predecessor's programs created after the first.
+    // An entry ours made meanwhile wins (NOEXIST).
+    if (const UniqueFd old(bpf_obj_get(path.c_str())); old.valid()) {
+      ASSIGN_OR_RETURN(const uint64_t moved, CopyFlowMap(old.get(), bpf_map__fd(map), bpf_map__key_size(map),
+                                                         bpf_map__value_size(map), BPF_NOEXIST, path));
+      LOG(INFO) << "bpf snat: copied " << moved << " more flows from " << path << "; replacing its pin";
+      if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+        return BpfError(errno, absl::StrCat("remove the old pin ", path));
+      }
+    }
+    if (const int err = bpf_map__pin(map, path.c_str()); err != 0) {
+      return BpfError(err, absl::StrCat("pin map ", name, " at ", path));
+    }
+    migrating_.pop_back();
+  }
+  return absl::OkStatus();
 }
 
 SnatProgram::SnatProgram(SnatProgramOptions options, BpfSkeleton<snat> skel, std::vector<std::string> reused_maps)

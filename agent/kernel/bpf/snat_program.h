@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -50,8 +51,8 @@ struct SnatConfig {
   // Bytes before the IPv4 header: 14 on Ethernet, 0 on L3 devices.
   uint32_t l2_header_len = 14;
   // max_entries of ruleplane_nat and ruleplane_rnat, set before load;
-  // RP_SNAT_MAX_FLOWS_MIN..RP_SNAT_MAX_FLOWS_LIMIT. Pinned maps keep their
-  // own size (see max_flows()).
+  // RP_SNAT_MAX_FLOWS_MIN..RP_SNAT_MAX_FLOWS_LIMIT. Pinned maps of another
+  // size are migrated (see FinishFlowMapMigration()).
   uint32_t max_flows = RP_SNAT_MAX_FLOWS;
 };
 
@@ -119,8 +120,9 @@ class SnatProgram {
   // rodata, adopts compatible pinned maps and loads both programs.
   // InvalidArgument: bad config. FailedPrecondition: no kernel BTF
   // (/sys/kernel/btf/vmlinux), pin dir not on bpffs, or
-  // a pinned map whose type/size differs from this build (its path and the
-  // difference are named; remove the pin to start with empty state).
+  // a pinned map whose type, key/value size or flags differ from this build
+  // (its path and the difference are named; remove the pin to start with
+  // empty state; flow maps of another size are migrated, not refused).
   // PermissionDenied: missing CAP_BPF/CAP_NET_ADMIN. Internal: the verifier
   // rejected a program (the message quotes the verifier log).
   static absl::StatusOr<std::unique_ptr<SnatProgram>> Create(const SnatProgramOptions& options);
@@ -135,10 +137,10 @@ class SnatProgram {
   // Whether the loaded program writes L4 checksums itself (see
   // SnatProgramOptions::csum_direct and the kernel's support).
   bool csum_direct() const { return options_.csum_direct; }
-  // Names of the maps adopted from existing pins (empty on a fresh start).
+  // Names of the maps adopted from existing pins (empty on a fresh start;
+  // migrated flow maps are not among them).
   const std::vector<std::string>& reused_maps() const { return reused_maps_; }
-  // The NAT maps' size in effect: config.max_flows, or the size of the
-  // pinned maps that were adopted.
+  // The NAT maps' size in effect (config.max_flows).
   uint32_t max_flows() const;
 
   int egress_prog_fd() const;
@@ -190,6 +192,20 @@ class SnatProgram {
   absl::StatusOr<std::optional<rp_nat_val>> LookupNat(const rp_nat_key& key) const;
   absl::StatusOr<std::optional<rp_rnat_val>> LookupReverseNat(const rp_rnat_key& key) const;
 
+  // A flow map pinned with another size than config.max_flows (the operator
+  // changed snat_bpf_max_flows) is not adopted: Create() makes a new map of
+  // the configured size and copies the pinned one's flows into it, while the
+  // predecessor's programs still run on the old one. Call this once the
+  // programs of this object are attached everywhere: it copies what the old
+  // map gained meanwhile (entries the new one has win) and moves the pin
+  // over. Until then the old pin stays, so a crash in between leaves a
+  // successor the old map to migrate from again. No-op when nothing is
+  // pending. A flow whose first packet arrives between the two copies can
+  // get a second translation (the window is the attach). Shrinking keeps
+  // whatever the new map's LRU keeps.
+  [[nodiscard]] absl::Status FinishFlowMapMigration();
+  bool flow_map_migration_pending() const { return !migrating_.empty(); }
+
   // Removes the pins (uninstall). The maps live on while this object or an
   // attached program holds them.
   [[nodiscard]] absl::Status UnpinMaps();
@@ -211,6 +227,8 @@ class SnatProgram {
   SnatProgramOptions options_;
   BpfSkeleton<snat> skel_;
   std::vector<std::string> reused_maps_;
+  // Flow maps whose pin still names the predecessor's map: (name, pin path).
+  std::vector<std::pair<std::string, std::string>> migrating_;
 };
 
 }  // namespace ruleplane::kernel::bpf

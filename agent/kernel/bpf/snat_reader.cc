@@ -4,11 +4,13 @@
 #include <bpf/libbpf.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "agent/common/status_macros.h"
 #include "agent/common/unique_fd.h"
 #include "agent/kernel/bpf/errors.h"
+#include "agent/kernel/bpf/map_batch.h"
 
 namespace ruleplane::kernel::bpf {
 namespace {
@@ -36,36 +38,18 @@ absl::Status ReadPerCpu(int fd, uint32_t slot, const char* map, F add) {
   return absl::OkStatus();
 }
 
-// Every key of ruleplane_rnat, read in batches (BPF_MAP_LOOKUP_BATCH: one
-// syscall per kBatch entries instead of one get_next_key per entry). The kernel walks the
-// hash bucket by bucket; entries added or evicted by the datapath meanwhile
-// may be missed or seen, which statistics tolerate. A bucket holding more
-// entries than the buffer fails with ENOSPC before copying anything: grow
-// the buffer and read the same bucket again.
+// Every key of ruleplane_rnat (ForEachMapBatch: entries added or evicted by
+// the datapath meanwhile may be missed or seen, which statistics tolerate).
 absl::Status ReadTranslations(int fd, std::vector<rp_rnat_key>& out) {
-  constexpr uint32_t kBatch = 4096;
-  constexpr size_t kMaxBuffer = 1u << 20;  // far beyond any bucket's length
-  std::vector<rp_rnat_key> keys(kBatch);
-  std::vector<rp_rnat_val> values(kBatch);
-  LIBBPF_OPTS(bpf_map_batch_opts, opts);
-  uint32_t in_token = 0, out_token = 0;
-  bool first = true;
-  for (;;) {
-    uint32_t count = static_cast<uint32_t>(keys.size());
-    const int err = bpf_map_lookup_batch(fd, first ? nullptr : &in_token, &out_token, keys.data(), values.data(),
-                                         &count, &opts);
-    const int saved = errno;
-    if (err != 0 && saved == ENOSPC && count == 0 && keys.size() < kMaxBuffer) {
-      keys.resize(keys.size() * 2);
-      values.resize(values.size() * 2);
-      continue;
-    }
-    if (err != 0 && saved != ENOENT) return BpfError(saved, "read ruleplane_rnat in batches");
-    out.insert(out.end(), keys.begin(), keys.begin() + count);
-    if (err != 0) return absl::OkStatus();  // ENOENT: past the last bucket
-    in_token = out_token;
-    first = false;
-  }
+  return ForEachMapBatch(fd, sizeof(rp_rnat_key), sizeof(rp_rnat_val), "ruleplane_rnat",
+                         [&out](const uint8_t* keys, const uint8_t*, uint32_t count) {
+                           for (uint32_t i = 0; i < count; ++i) {
+                             rp_rnat_key k;
+                             std::memcpy(&k, keys + size_t{i} * sizeof(k), sizeof(k));
+                             out.push_back(k);
+                           }
+                           return absl::OkStatus();
+                         });
 }
 
 }  // namespace

@@ -27,8 +27,9 @@
 /* Prefixes one bank of ruleplane_exclf holds (see struct rp_excl_bank). */
 #define RP_SNAT_FAST_EXCLUSIONS 16
 /* ruleplane_nat / ruleplane_rnat: the default size. The agent sets the real
- * size at load (snat_bpf_max_flows, within the bounds below); a pinned map
- * keeps the size it was created with. */
+ * size at load (snat_bpf_max_flows, within the bounds below); a pinned map of
+ * another size is migrated into a new one (SnatProgram::Create and
+ * FinishFlowMapMigration). */
 #define RP_SNAT_MAX_FLOWS 65536
 #define RP_SNAT_MAX_FLOWS_MIN 1024
 #define RP_SNAT_MAX_FLOWS_LIMIT (1 << 24)
