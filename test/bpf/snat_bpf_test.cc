@@ -1052,7 +1052,14 @@ TEST_F(PrivilegedBpfPinTest, FlowMapResizeMovesTheFlows) {
   EXPECT_EQ(again->reused_maps().size(), 10u);
   EXPECT_FALSE(again->flow_map_migration_pending());
   EXPECT_EQ(port_of(*again, 40000), first);
-  ASSERT_OK(again->UnpinMaps());
+  again.reset();
+
+  // Leaving bpf mode in the middle of a resize removes the old pins too.
+  options_.config.max_flows = 4096;
+  ASSERT_OK_AND_ASSIGN(auto leaving, SnatProgram::Create(options_));
+  EXPECT_TRUE(leaving->flow_map_migration_pending());
+  ASSERT_OK(leaving->UnpinMaps());
+  EXPECT_FALSE(std::filesystem::exists(options_.pin_dir));
 }
 
 // The statistics reader sees every translation, across more entries than one

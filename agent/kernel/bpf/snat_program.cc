@@ -636,6 +636,13 @@ absl::Status SnatProgram::UnpinMaps() {
       return BpfError(err, absl::StrCat("unpin map ", bpf_map__name(map), " at ", path));
     }
   }
+  // A flow map migration never finished: the predecessor's pins are ours.
+  for (const auto& [name, path] : migrating_) {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return BpfError(errno, absl::StrCat("remove the old pin ", path, " of ", name));
+    }
+  }
+  migrating_.clear();
   // Best effort: other ruleplane objects may share the directory.
   if (::rmdir(options_.pin_dir.c_str()) != 0 && errno != ENOTEMPTY && errno != ENOENT) {
     return BpfError(errno, absl::StrCat("remove bpf pin dir ", options_.pin_dir));
