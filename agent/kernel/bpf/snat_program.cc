@@ -235,21 +235,14 @@ bool KernelCanReadIpSummed() {
   return can;
 }
 
-}  // namespace
+// The snat object opened and configured for `options`, not loaded yet.
+struct OpenedSnat {
+  BpfSkeleton<snat> skel;
+  std::vector<std::string> reused;                              // adopted pins
+  std::vector<std::pair<std::string, std::string>> migrating;  // map name, old pin
+};
 
-absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgramOptions& requested) {
-  RETURN_IF_ERROR(ValidateSnatConfig(requested.config));
-  // libbpf needs it for the object's CO-RE relocations and kfunc extern,
-  // and without it would fail the load with a bare error code.
-  if (std::error_code ec; !std::filesystem::exists(kVmlinuxBtf, ec)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "bpf snat needs the kernel's BTF at ", kVmlinuxBtf,
-        " (a kernel built with CONFIG_DEBUG_INFO_BTF, as Debian's and most distributions' are)"));
-  }
-  SnatProgramOptions options = requested;
-  options.csum_direct = requested.csum_direct && KernelCanReadIpSummed();
-  if (!options.pin_dir.empty()) RETURN_IF_ERROR(PreparePinDir(options.pin_dir));
-
+absl::StatusOr<OpenedSnat> OpenSnat(const SnatProgramOptions& options) {
   ASSIGN_OR_RETURN(BpfSkeleton<snat> skel, BpfSkeleton<snat>::Open("snat"));
   skel->rodata->port_min = options.config.port_min;
   skel->rodata->port_max = options.config.port_max;
@@ -272,7 +265,7 @@ absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgr
   }
 
   std::vector<std::string> reused;
-  std::vector<std::pair<std::string, std::string>> migrating;  // map name, old pin
+  std::vector<std::pair<std::string, std::string>> migrating;
   if (!options.pin_dir.empty()) {
     bpf_map* map = nullptr;
     bpf_object__for_each_map(map, skel.obj()) {
@@ -295,7 +288,41 @@ absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgr
     }
   }
 
-  RETURN_IF_ERROR(skel.Load());
+  return OpenedSnat{std::move(skel), std::move(reused), std::move(migrating)};
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SnatProgram>> SnatProgram::Create(const SnatProgramOptions& requested) {
+  RETURN_IF_ERROR(ValidateSnatConfig(requested.config));
+  // libbpf needs it for the object's CO-RE relocations and kfunc extern,
+  // and without it would fail the load with a bare error code.
+  if (std::error_code ec; !std::filesystem::exists(kVmlinuxBtf, ec)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "bpf snat needs the kernel's BTF at ", kVmlinuxBtf,
+        " (a kernel built with CONFIG_DEBUG_INFO_BTF, as Debian's and most distributions' are)"));
+  }
+  SnatProgramOptions options = requested;
+  options.csum_direct = requested.csum_direct && KernelCanReadIpSummed();
+  if (!options.pin_dir.empty()) RETURN_IF_ERROR(PreparePinDir(options.pin_dir));
+
+  ASSIGN_OR_RETURN(OpenedSnat opened, OpenSnat(options));
+  if (absl::Status loaded = opened.skel.Load(); !loaded.ok()) {
+    // A verifier rejection (Internal) of the kfunc pair: kernels between
+    // 6.2 and the one tested here may refuse the ip_summed read, and such a
+    // node still gets SNAT, at the helper's cost. Anything else (privileges,
+    // maps) would fail the other pair the same way. A failed load leaves no
+    // pins behind: libbpf unpins what it pinned.
+    if (!options.csum_direct || loaded.code() != absl::StatusCode::kInternal) return loaded;
+    LOG(WARNING) << "bpf snat: the programs that write L4 checksums themselves did not load (" << loaded
+                 << "); loading the ones that use bpf_l4_csum_replace";
+    options.csum_direct = false;
+    ASSIGN_OR_RETURN(opened, OpenSnat(options));
+    RETURN_IF_ERROR(opened.skel.Load());
+  }
+  BpfSkeleton<snat>& skel = opened.skel;
+  std::vector<std::string>& reused = opened.reused;
+  std::vector<std::pair<std::string, std::string>>& migrating = opened.migrating;
   // First pass of a flow map migration: everything the predecessor's maps
   // hold now. Its programs still run on them until ours are attached.
   for (const auto& [name, path] : migrating) {
