@@ -498,8 +498,18 @@ class SnatTest(LabTestCase):
             return (got, None) if p.returncode == 0 and got else (None, j.get("error", "no sum_received"))
 
         for extra in ([], ["-R"]):
-            got, _ = wait_for(lambda: (r := bulk(extra))[0] is not None and r or None, timeout=20,
-                              what="iperf3 " + " ".join(extra))
+            errors = []
+
+            def attempt():
+                got, why = bulk(extra)
+                if got is None:
+                    errors.append(why)
+                return got
+
+            try:
+                got = wait_for(attempt, timeout=20, what="iperf3 " + " ".join(extra))
+            except AssertionError as e:
+                raise AssertionError(f"{e}; last iperf3 errors: {errors[-3:]}") from None
             self.assertGreater(got, 1 << 20, f"iperf3 {extra}: {got} bytes")
         for netns in (ns, lab.outside):
             self.assertEqual(set(csum_errors(netns).values()), {0}, (netns, csum_errors(netns)))
