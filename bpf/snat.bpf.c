@@ -899,8 +899,12 @@ static __always_inline __u32 rp_snat_lookup(const struct rp_nat_key *fk,
 		 * packet (rp_touch above). */
 		back.stamp = rp_stamp(0, p);
 		if (!rv && !bpf_map_update_elem(&ruleplane_rnat, &rk, &back,
-						BPF_NOEXIST))
+						BPF_NOEXIST)) {
+			/* Counted: every change to ruleplane_rnat's keys is
+			 * (see ReadPinnedSnatMaps' generation). */
+			rp_count(RP_NAT_RESTORED);
 			return 0;
+		}
 		rp_count(RP_NAT_STALE);
 		bpf_map_delete_elem(&ruleplane_nat, fk);
 	}

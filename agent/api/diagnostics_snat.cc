@@ -28,6 +28,7 @@ static_assert(static_cast<int>(v1::SNAT_REASON_XLATE_INGRESS) == static_cast<int
 static_assert(static_cast<int>(v1::SNAT_REASON_NAT_STALE) == static_cast<int>(RP_NAT_STALE));
 static_assert(static_cast<int>(v1::SNAT_REASON_NAT_NEW) == static_cast<int>(RP_NAT_NEW));
 static_assert(static_cast<int>(v1::SNAT_REASON_NAT_RECLAIM) == static_cast<int>(RP_NAT_RECLAIM));
+static_assert(static_cast<int>(v1::SNAT_REASON_NAT_RESTORED) == static_cast<int>(RP_NAT_RESTORED));
 
 const char* ProtoName(uint8_t proto) {
   switch (proto) {

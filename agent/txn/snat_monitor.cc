@@ -132,7 +132,10 @@ void SnatMonitor::Run() {
       changed = settings_changed_;
       settings_changed_ = false;
     }
-    if (changed) applied_steering_.reset();  // re-derive against the new ruleset
+    if (changed) {
+      applied_steering_.reset();  // re-derive against the new ruleset
+      bpf_usage_.reset();
+    }
     const absl::Time t0 = absl::Now();
     backend::SnatStats stats = Collect(settings);
     stats.collect_duration = absl::Now() - t0;
@@ -245,23 +248,32 @@ void SnatMonitor::CollectBpf(const core::SnatSettings& settings, backend::SnatSt
   stats.mode = core::SnatMode::kBpf;
   stats.error = "built without BPF support";
 #else
-  absl::StatusOr<kernel::bpf::SnatMapsSnapshot> maps = kernel::bpf::ReadPinnedSnatMaps(settings.bpf_pin_dir);
+  std::optional<kernel::bpf::SnatMapsGeneration> known;
+  if (bpf_usage_ && bpf_usage_->pin_dir == settings.bpf_pin_dir) {
+    known = kernel::bpf::SnatMapsGeneration{bpf_usage_->flow_map_id, bpf_usage_->generation};
+  }
+  absl::StatusOr<kernel::bpf::SnatMapsSnapshot> maps = kernel::bpf::ReadPinnedSnatMaps(settings.bpf_pin_dir, known);
   const uint32_t capacity = settings.EffectivePorts().size();
   if (!maps.ok()) {
+    bpf_usage_.reset();
     stats = backend::SummarizeUsage(core::SnatMode::kBpf, {}, settings.egress_ipv4, capacity, options_.top_k);
     stats.error = absl::StrCat("bpf maps in ", settings.bpf_pin_dir, ": ", maps.status().message());
     return;
   }
-  std::map<std::tuple<core::IpAddress, core::IpAddress, uint16_t, uint8_t>, uint32_t> counts;
-  for (const rp_rnat_key& k : maps->translations) {
-    ++counts[{V4(k.egress_addr), V4(k.remote_addr), ntohs(k.remote_port), k.proto}];
+  if (maps->translations_read || !bpf_usage_) {
+    std::map<std::tuple<core::IpAddress, core::IpAddress, uint16_t, uint8_t>, uint32_t> counts;
+    for (const rp_rnat_key& k : maps->translations) {
+      ++counts[{V4(k.egress_addr), V4(k.remote_addr), ntohs(k.remote_port), k.proto}];
+    }
+    std::vector<SnatTupleUsage> usage;
+    for (const auto& [key, n] : counts) {
+      const auto& [egress, remote, port, proto] = key;
+      usage.push_back(SnatTupleUsage{egress, remote, port, proto, n});
+    }
+    bpf_usage_ = BpfUsageCache{settings.bpf_pin_dir, maps->flow_map_id, maps->generation, std::move(usage)};
   }
-  std::vector<SnatTupleUsage> usage;
-  for (const auto& [key, n] : counts) {
-    const auto& [egress, remote, port, proto] = key;
-    usage.push_back(SnatTupleUsage{egress, remote, port, proto, n});
-  }
-  stats = backend::SummarizeUsage(core::SnatMode::kBpf, usage, settings.egress_ipv4, capacity, options_.top_k);
+  stats = backend::SummarizeUsage(core::SnatMode::kBpf, bpf_usage_->usage, settings.egress_ipv4, capacity,
+                                  options_.top_k);
   for (const kernel::bpf::EgressUsage& u : maps->egress) {
     if (u.address.addr.IsUnspecified()) continue;
     const core::IpAddress addr = V4(u.address.addr.network_order());

@@ -88,6 +88,17 @@ class SnatMonitor {
   // Last kernel counter values, to turn them into monotonic Prometheus
   // counters across kernel-side resets (maps recreated, rules replaced).
   std::map<std::string, uint64_t> last_kernel_;
+  // bpf: the last walk of the flow map, by tuple, and the datapath
+  // generation it was taken at (kernel::bpf::SnatMapsSnapshot): while the
+  // generation holds, the next collection reuses it instead of walking the
+  // map again (a full map stays full: LRU entries only go when replaced).
+  struct BpfUsageCache {
+    std::string pin_dir;
+    uint32_t flow_map_id = 0;
+    uint64_t generation = 0;
+    std::vector<backend::SnatTupleUsage> usage;
+  };
+  std::optional<BpfUsageCache> bpf_usage_;
   std::thread thread_;
 
   metrics::Counter* scan_errors_;

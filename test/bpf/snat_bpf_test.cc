@@ -697,6 +697,7 @@ TEST_F(PrivilegedBpfSnatTest, LostReverseHalfIsReclaimed) {
   ASSERT_TRUE(rev.has_value());
   EXPECT_EQ(rev->pod_addr, kPod.network_order());
   EXPECT_EQ(Count(RP_NAT_STALE), 0u);
+  EXPECT_EQ(Count(RP_NAT_RESTORED), 1u);
 }
 
 // If another flow took the port after the reverse half was evicted, the old
@@ -1060,6 +1061,55 @@ TEST_F(PrivilegedBpfPinTest, FlowMapResizeMovesTheFlows) {
   EXPECT_TRUE(leaving->flow_map_migration_pending());
   ASSERT_OK(leaving->UnpinMaps());
   EXPECT_FALSE(std::filesystem::exists(options_.pin_dir));
+}
+
+// The statistics reader walks the flow map only when the datapath may have
+// changed its keys: packets of known flows (both ways) leave the generation
+// alone; a new flow, a restored reverse half, or another map do not.
+TEST_F(PrivilegedBpfPinTest, ReaderWalksTheFlowMapOnlyAfterAChange) {
+  ASSERT_OK_AND_ASSIGN(auto prog, SnatProgram::Create(options_));
+  ASSERT_OK(prog->ReplacePodAddresses({kPod}));
+  ASSERT_OK(prog->SetEgressAddresses({{kEgress1, false}}));
+  const uint16_t port = EgressPort(*prog);
+  ASSERT_NE(port, 0);
+  ASSERT_OK_AND_ASSIGN(const auto first, ReadPinnedSnatMaps(options_.pin_dir));
+  EXPECT_TRUE(first.translations_read);
+  EXPECT_EQ(first.translations.size(), 1u);
+  const kernel::bpf::SnatMapsGeneration known{first.flow_map_id, first.generation};
+
+  EXPECT_EQ(EgressPort(*prog), port);
+  ASSERT_OK_AND_ASSIGN(const TcRun reply,
+                       RunTc(prog->ingress_prog_fd(), BuildTcp(kRemote, 443, kEgress1, port, {}, kTcpAck)));
+  EXPECT_EQ(reply.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const auto quiet, ReadPinnedSnatMaps(options_.pin_dir, known));
+  EXPECT_FALSE(quiet.translations_read);
+  EXPECT_TRUE(quiet.translations.empty());
+  EXPECT_EQ(quiet.generation, first.generation);
+
+  ASSERT_OK_AND_ASSIGN(const TcRun second, RunTc(prog->egress_prog_fd(), BuildTcp(kPod, 40001, kRemote, 443)));
+  ASSERT_EQ(second.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const auto busy, ReadPinnedSnatMaps(options_.pin_dir, known));
+  EXPECT_TRUE(busy.translations_read);
+  EXPECT_EQ(busy.translations.size(), 2u);
+
+  // The LRU takes a reverse half; the flow's next packet restores it.
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket p2, ParseFrame(second.out));
+  const UniqueFd rnat(bpf_obj_get((options_.pin_dir + "/ruleplane_rnat").c_str()));
+  const rp_rnat_key rk = ReverseKey(kEgress1, p2.sport, kRemote, 443, kProtoTcp);
+  ASSERT_EQ(bpf_map_delete_elem(rnat.get(), &rk), 0);
+  const kernel::bpf::SnatMapsGeneration before{busy.flow_map_id, busy.generation};
+  ASSERT_OK_AND_ASSIGN(const TcRun again, RunTc(prog->egress_prog_fd(), BuildTcp(kPod, 40001, kRemote, 443)));
+  ASSERT_EQ(again.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const auto restored, ReadPinnedSnatMaps(options_.pin_dir, before));
+  EXPECT_TRUE(restored.translations_read);
+  EXPECT_EQ(restored.translations.size(), 2u);
+
+  // The same generation of another map (recreated pins) is no proof.
+  ASSERT_OK_AND_ASSIGN(const auto other, ReadPinnedSnatMaps(options_.pin_dir, kernel::bpf::SnatMapsGeneration{
+                                                                                 restored.flow_map_id + 1,
+                                                                                 restored.generation}));
+  EXPECT_TRUE(other.translations_read);
+  ASSERT_OK(prog->UnpinMaps());
 }
 
 // The statistics reader sees every translation, across more entries than one

@@ -45,6 +45,8 @@ absl::string_view ReasonName(uint32_t reason) {
       return "nat_new";
     case RP_NAT_RECLAIM:
       return "nat_reclaim";
+    case RP_NAT_RESTORED:
+      return "nat_restored";
   }
   // Unnamed slots: stable strings built once.
   static const auto* const kReserved = [] {

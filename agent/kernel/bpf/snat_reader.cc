@@ -54,7 +54,8 @@ absl::Status ReadTranslations(int fd, std::vector<rp_rnat_key>& out) {
 
 }  // namespace
 
-absl::StatusOr<SnatMapsSnapshot> ReadPinnedSnatMaps(const std::string& pin_dir) {
+absl::StatusOr<SnatMapsSnapshot> ReadPinnedSnatMaps(const std::string& pin_dir,
+                                                    std::optional<SnatMapsGeneration> known) {
   SnatMapsSnapshot out;
   ASSIGN_OR_RETURN(UniqueFd rnat, OpenPin(pin_dir, "ruleplane_rnat"));
   ASSIGN_OR_RETURN(UniqueFd rsn, OpenPin(pin_dir, "ruleplane_rsn"));
@@ -62,11 +63,11 @@ absl::StatusOr<SnatMapsSnapshot> ReadPinnedSnatMaps(const std::string& pin_dir) 
   ASSIGN_OR_RETURN(UniqueFd eaddr, OpenPin(pin_dir, "ruleplane_eaddr"));
   ASSIGN_OR_RETURN(UniqueFd cfg, OpenPin(pin_dir, "ruleplane_cfg"));
 
-  RETURN_IF_ERROR(ReadTranslations(rnat.get(), out.translations));
   bpf_map_info info{};
   uint32_t info_len = sizeof(info);
   if (bpf_obj_get_info_by_fd(rnat.get(), &info, &info_len) != 0) return BpfError(errno, "query ruleplane_rnat");
   out.flow_capacity = info.max_entries;
+  out.flow_map_id = info.id;
 
   for (uint32_t r = 0; r < RP_REASON_SLOTS; ++r) {
     RETURN_IF_ERROR(ReadPerCpu<uint64_t>(rsn.get(), r, "ruleplane_rsn", [&](uint64_t v) { out.reasons[r] += v; }));
@@ -87,6 +88,12 @@ absl::StatusOr<SnatMapsSnapshot> ReadPinnedSnatMaps(const std::string& pin_dir) 
       u.exhausted += s.exhausted;
     }));
     out.egress.push_back(u);
+  }
+  out.generation = out.reasons[RP_NAT_RECLAIM] + out.reasons[RP_NAT_RESTORED] + out.reasons[RP_NAT_STALE];
+  for (const EgressUsage& u : out.egress) out.generation += u.allocs + u.collisions;
+  if (!known || known->flow_map_id != out.flow_map_id || known->generation != out.generation) {
+    RETURN_IF_ERROR(ReadTranslations(rnat.get(), out.translations));
+    out.translations_read = true;
   }
   return out;
 }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,8 +19,19 @@ namespace ruleplane::kernel::bpf {
 
 struct SnatMapsSnapshot {
   // Keys of ruleplane_rnat: one per live translation (egress address,
-  // egress port, remote address, remote port, protocol).
+  // egress port, remote address, remote port, protocol). Empty, with
+  // translations_read false, when the caller's generation is still current.
   std::vector<rp_rnat_key> translations;
+  bool translations_read = false;
+  // Changes whenever the set of ruleplane_rnat's keys (or the flow a key
+  // maps to) may have changed: the sum of every counter the datapath bumps
+  // next to such a change (insert attempts: allocs and collisions per
+  // egress slot; reclaims, restored reverse halves, stale forward entries).
+  // Read before the translations, so a change during the scan shows as a
+  // new generation next time. With the map's id: a recreated map (mode
+  // switched away and back) restarts the counters.
+  uint64_t generation = 0;
+  uint32_t flow_map_id = 0;
   // max_entries of ruleplane_rnat: once `translations` reaches it, each new
   // flow evicts the least recently used one.
   uint32_t flow_capacity = 0;
@@ -27,7 +39,17 @@ struct SnatMapsSnapshot {
   std::vector<EgressUsage> egress;  // every slot, summed over CPUs
 };
 
-// NotFound when `pin_dir` holds no snat pins.
-absl::StatusOr<SnatMapsSnapshot> ReadPinnedSnatMaps(const std::string& pin_dir);
+// What a caller last read: SnatMapsSnapshot's flow_map_id and generation.
+struct SnatMapsGeneration {
+  uint32_t flow_map_id = 0;
+  uint64_t generation = 0;
+};
+
+// NotFound when `pin_dir` holds no snat pins. When `known` is still current
+// (same flow map, same generation) the translations (a walk of the whole
+// flow map) are not read: the caller's copy is still right. A node whose
+// pods open no new flows then costs a few counter reads per collection.
+absl::StatusOr<SnatMapsSnapshot> ReadPinnedSnatMaps(const std::string& pin_dir,
+                                                    std::optional<SnatMapsGeneration> known = std::nullopt);
 
 }  // namespace ruleplane::kernel::bpf

@@ -57,7 +57,10 @@ enum rp_reason {
 	/* A port whose previous flow had been idle past its timeout was
 	 * reclaimed for a new flow (see rp_rnat_val.stamp). */
 	RP_NAT_RECLAIM = 16,
-	/* Next free value: 17. */
+	/* A flow's reverse entry had been evicted (LRU pressure) and its next
+	 * egress packet claimed the same port again. */
+	RP_NAT_RESTORED = 17,
+	/* Next free value: 18. */
 };
 
 /* Size of the reason counter map; fixed forever (see above). */
