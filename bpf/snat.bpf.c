@@ -924,6 +924,10 @@ static __always_inline __u32 rp_snat_lookup(const struct rp_nat_key *fk,
 		rk.remote_port = fk->dport;
 		rk.proto = fk->proto;
 		bpf_map_delete_elem(&ruleplane_rnat, &rk);
+		/* After the delete, like every count next to a change of
+		 * ruleplane_rnat's keys: a reader that saw the count before
+		 * it sees the change on its next walk. */
+		rp_count(RP_NAT_RACE);
 		fv = bpf_map_lookup_elem(&ruleplane_nat, fk);
 		if (!fv)
 			return RP_DROP_NO_PORT;

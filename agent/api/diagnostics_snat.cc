@@ -29,6 +29,7 @@ static_assert(static_cast<int>(v1::SNAT_REASON_NAT_STALE) == static_cast<int>(RP
 static_assert(static_cast<int>(v1::SNAT_REASON_NAT_NEW) == static_cast<int>(RP_NAT_NEW));
 static_assert(static_cast<int>(v1::SNAT_REASON_NAT_RECLAIM) == static_cast<int>(RP_NAT_RECLAIM));
 static_assert(static_cast<int>(v1::SNAT_REASON_NAT_RESTORED) == static_cast<int>(RP_NAT_RESTORED));
+static_assert(static_cast<int>(v1::SNAT_REASON_NAT_RACE) == static_cast<int>(RP_NAT_RACE));
 
 const char* ProtoName(uint8_t proto) {
   switch (proto) {

@@ -47,6 +47,8 @@ absl::string_view ReasonName(uint32_t reason) {
       return "nat_reclaim";
     case RP_NAT_RESTORED:
       return "nat_restored";
+    case RP_NAT_RACE:
+      return "nat_race";
   }
   // Unnamed slots: stable strings built once.
   static const auto* const kReserved = [] {

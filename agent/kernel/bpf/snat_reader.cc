@@ -89,7 +89,8 @@ absl::StatusOr<SnatMapsSnapshot> ReadPinnedSnatMaps(const std::string& pin_dir,
     }));
     out.egress.push_back(u);
   }
-  out.generation = out.reasons[RP_NAT_RECLAIM] + out.reasons[RP_NAT_RESTORED] + out.reasons[RP_NAT_STALE];
+  out.generation = out.reasons[RP_NAT_RECLAIM] + out.reasons[RP_NAT_RESTORED] + out.reasons[RP_NAT_STALE] +
+                   out.reasons[RP_NAT_RACE];
   for (const EgressUsage& u : out.egress) out.generation += u.allocs + u.collisions;
   if (!known || known->flow_map_id != out.flow_map_id || known->generation != out.generation) {
     RETURN_IF_ERROR(ReadTranslations(rnat.get(), out.translations));

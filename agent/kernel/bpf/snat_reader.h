@@ -25,8 +25,9 @@ struct SnatMapsSnapshot {
   bool translations_read = false;
   // Changes whenever the set of ruleplane_rnat's keys (or the flow a key
   // maps to) may have changed: the sum of every counter the datapath bumps
-  // next to such a change (insert attempts: allocs and collisions per
-  // egress slot; reclaims, restored reverse halves, stale forward entries).
+  // after such a change (insert attempts: allocs and collisions per egress
+  // slot; reclaims, restored reverse halves, stale forward entries, ports
+  // given back after a race).
   // Read before the translations, so a change during the scan shows as a
   // new generation next time. With the map's id: a recreated map (mode
   // switched away and back) restarts the counters.

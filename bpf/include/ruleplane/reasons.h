@@ -60,7 +60,10 @@ enum rp_reason {
 	/* A flow's reverse entry had been evicted (LRU pressure) and its next
 	 * egress packet claimed the same port again. */
 	RP_NAT_RESTORED = 17,
-	/* Next free value: 18. */
+	/* Two CPUs translated a new flow's first packets at once; this one
+	 * gave its port back and used the other's mapping. */
+	RP_NAT_RACE = 18,
+	/* Next free value: 19. */
 };
 
 /* Size of the reason counter map; fixed forever (see above). */
