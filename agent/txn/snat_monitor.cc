@@ -132,10 +132,7 @@ void SnatMonitor::Run() {
       changed = settings_changed_;
       settings_changed_ = false;
     }
-    if (changed) {
-      applied_steering_.reset();  // re-derive against the new ruleset
-      bpf_usage_.reset();
-    }
+    if (changed) applied_steering_.reset();  // re-derive against the new ruleset
     const absl::Time t0 = absl::Now();
     backend::SnatStats stats = Collect(settings);
     stats.collect_duration = absl::Now() - t0;
@@ -249,9 +246,7 @@ void SnatMonitor::CollectBpf(const core::SnatSettings& settings, backend::SnatSt
   stats.error = "built without BPF support";
 #else
   std::optional<kernel::bpf::SnatMapsGeneration> known;
-  if (bpf_usage_ && bpf_usage_->pin_dir == settings.bpf_pin_dir) {
-    known = kernel::bpf::SnatMapsGeneration{bpf_usage_->flow_map_id, bpf_usage_->generation};
-  }
+  if (bpf_usage_) known = kernel::bpf::SnatMapsGeneration{bpf_usage_->flow_map_id, bpf_usage_->generation};
   absl::StatusOr<kernel::bpf::SnatMapsSnapshot> maps = kernel::bpf::ReadPinnedSnatMaps(settings.bpf_pin_dir, known);
   const uint32_t capacity = settings.EffectivePorts().size();
   if (!maps.ok()) {
@@ -260,9 +255,10 @@ void SnatMonitor::CollectBpf(const core::SnatSettings& settings, backend::SnatSt
     stats.error = absl::StrCat("bpf maps in ", settings.bpf_pin_dir, ": ", maps.status().message());
     return;
   }
-  if (maps->translations_read || !bpf_usage_) {
+  // Not read only when `known` (from bpf_usage_) is still current.
+  if (maps->translations) {
     std::map<std::tuple<core::IpAddress, core::IpAddress, uint16_t, uint8_t>, uint32_t> counts;
-    for (const rp_rnat_key& k : maps->translations) {
+    for (const rp_rnat_key& k : *maps->translations) {
       ++counts[{V4(k.egress_addr), V4(k.remote_addr), ntohs(k.remote_port), k.proto}];
     }
     std::vector<SnatTupleUsage> usage;
@@ -270,7 +266,7 @@ void SnatMonitor::CollectBpf(const core::SnatSettings& settings, backend::SnatSt
       const auto& [egress, remote, port, proto] = key;
       usage.push_back(SnatTupleUsage{egress, remote, port, proto, n});
     }
-    bpf_usage_ = BpfUsageCache{settings.bpf_pin_dir, maps->flow_map_id, maps->generation, std::move(usage)};
+    bpf_usage_ = BpfUsageCache{maps->flow_map_id, maps->generation, std::move(usage)};
   }
   stats = backend::SummarizeUsage(core::SnatMode::kBpf, bpf_usage_->usage, settings.egress_ipv4, capacity,
                                   options_.top_k);

@@ -88,12 +88,13 @@ class SnatMonitor {
   // Last kernel counter values, to turn them into monotonic Prometheus
   // counters across kernel-side resets (maps recreated, rules replaced).
   std::map<std::string, uint64_t> last_kernel_;
-  // bpf: the last walk of the flow map, by tuple, and the datapath
-  // generation it was taken at (kernel::bpf::SnatMapsSnapshot): while the
-  // generation holds, the next collection reuses it instead of walking the
+  // bpf: the last walk of the flow map, by tuple, and the map id and
+  // datapath generation it was taken at (kernel::bpf::SnatMapsSnapshot):
+  // while both hold, the next collection reuses it instead of walking the
   // map again (a full map stays full: LRU entries only go when replaced).
+  // Map ids are unique on the node, so another pin dir or a recreated map
+  // never matches.
   struct BpfUsageCache {
-    std::string pin_dir;
     uint32_t flow_map_id = 0;
     uint64_t generation = 0;
     std::vector<backend::SnatTupleUsage> usage;

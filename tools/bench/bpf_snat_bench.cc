@@ -177,7 +177,6 @@ int Run() {
     std::fprintf(stderr, "ruleplane-bpf-bench: %s\n", base.status().ToString().c_str());
     return 1;
   }
-  const int egress_fd = (*prog)->egress_prog_fd();
   const int prog_fd[2][2] = {{(*prog)->ingress_prog_fd(), (*prog)->egress_prog_fd()},
                              {(*slow)->ingress_prog_fd(), (*slow)->egress_prog_fd()}};
 
@@ -187,7 +186,7 @@ int Run() {
   const std::vector<uint8_t> payload(64, 'x');
   for (int i = 0; i < pods; ++i) {
     const Bytes syn = testing::BuildTcp(Pod(i), 40000, kRemote, 443);
-    const auto s = RunOnce(egress_fd, syn);
+    const auto s = RunOnce(prog_fd[0][1], syn);
     const auto s_slow = RunOnce(prog_fd[1][1], syn);
     auto parsed = s ? testing::ParseFrame(s->out) : absl::StatusOr<testing::ParsedPacket>(absl::UnknownError("run"));
     auto parsed_slow =
@@ -235,7 +234,7 @@ int Run() {
   auto new_flows = [&](Path& path, int n) {
     std::vector<int64_t> nv;
     for (int i = 0; i < n; ++i) {
-      const auto s = RunOnce(egress_fd, new_syn());
+      const auto s = RunOnce(prog_fd[0][1], new_syn());
       if (!s) continue;
       if (s->verdict != path.want_verdict) ++path.wrong_verdicts;
       nv.push_back(s->duration_ns);
@@ -269,7 +268,7 @@ int Run() {
     new_flows(room, new_per_round);
   }
   // Fill the maps, then measure new flows that each evict one.
-  while (next_flow < max_flows + max_flows / 4) RunOnce(egress_fd, new_syn());
+  while (next_flow < max_flows + max_flows / 4) RunOnce(prog_fd[0][1], new_syn());
   for (int r = 0; r < rounds; ++r) new_flows(full, samples);
   paths.push_back(std::move(room));
   paths.push_back(std::move(full));

@@ -93,8 +93,7 @@ absl::StatusOr<SnatMapsSnapshot> ReadPinnedSnatMaps(const std::string& pin_dir,
                    out.reasons[RP_NAT_RACE];
   for (const EgressUsage& u : out.egress) out.generation += u.allocs + u.collisions;
   if (!known || known->flow_map_id != out.flow_map_id || known->generation != out.generation) {
-    RETURN_IF_ERROR(ReadTranslations(rnat.get(), out.translations));
-    out.translations_read = true;
+    RETURN_IF_ERROR(ReadTranslations(rnat.get(), out.translations.emplace()));
   }
   return out;
 }

@@ -19,10 +19,9 @@ namespace ruleplane::kernel::bpf {
 
 struct SnatMapsSnapshot {
   // Keys of ruleplane_rnat: one per live translation (egress address,
-  // egress port, remote address, remote port, protocol). Empty, with
-  // translations_read false, when the caller's generation is still current.
-  std::vector<rp_rnat_key> translations;
-  bool translations_read = false;
+  // egress port, remote address, remote port, protocol). Not read (nullopt)
+  // when the caller's generation is still current.
+  std::optional<std::vector<rp_rnat_key>> translations;
   // Changes whenever the set of ruleplane_rnat's keys (or the flow a key
   // maps to) may have changed: the sum of every counter the datapath bumps
   // after such a change (insert attempts: allocs and collisions per egress
