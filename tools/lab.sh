@@ -4,6 +4,9 @@
 # an "outside" namespace, and real traffic:
 #   - pod <-> pod over the bridge (ping)
 #   - outside -> node hostPort -> pod (curl), DNAT by the agent's nftables map
+#   - pod -> outside (TCP and UDP) through SNAT: first the nftables backend,
+#     then switched at runtime (SIGHUP) to the tc eBPF backend, then off;
+#     the outside reports the source address it sees
 #   - CHECK / DEL / GC through the chain, and the agent's own view.
 # Everything lives in namespaces this script creates and removes; the host's
 # ruleset is never touched. Usage: sudo tools/lab.sh [BUILD_DIR] [PODS]
@@ -25,6 +28,9 @@ outside="rp-lab-out-$id"
 lab=$(mktemp -d /tmp/rp-lab.XXXXXX)
 sock="$lab/run/ruleplane.sock"
 conflist="$lab/ruleplane-lab.conflist"
+config="$lab/agent.json"
+pin_dir="/sys/fs/bpf/rp-lab-$id"  # bpffs is global: our own pin dir
+peer="$repo/test/e2e/snat_peer.py"  # TCP+UDP server that answers with the peer address it sees
 agent_pid=""
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 in_node() { ip netns exec "$node" "$@"; }
@@ -42,8 +48,9 @@ cleanup() {
   done
   ip netns pids "$node" 2>/dev/null | xargs -r kill 2>/dev/null
   ip netns del "$node" 2>/dev/null
+  ip netns pids "$outside" 2>/dev/null | xargs -r kill 2>/dev/null
   ip netns del "$outside" 2>/dev/null
-  rm -rf "$lab"
+  rm -rf "$lab" "$pin_dir"
 }
 trap cleanup EXIT INT TERM
 
@@ -63,10 +70,47 @@ in_node ip link set eth-out up
 ip -n "$outside" link set eth0 up
 in_node sysctl -qw net.ipv4.ip_forward=1
 
-say "start ruleplane-agent in the node namespace"
+# The agent's SNAT settings (ruleplane.v1.AgentConfig as JSON); SIGHUP
+# re-reads them. Pod traffic to the pod subnet keeps its address.
+write_config() {  # SNAT_MODE
+  cat >"$config" <<EOF
+{"snat_mode": "$1", "snat_egress_interfaces": ["eth-out"], "snat_exclude": ["10.99.0.0/24"],
+ "bpf_pin_dir": "$pin_dir", "snat_stats_interval_ms": 500}
+EOF
+}
+reload() {  # SNAT_MODE
+  write_config "$1"
+  local before
+  before=$(grep -c "SIGHUP: configuration reloaded" "$lab/agent.log" || true)
+  kill -HUP "$agent_pid"
+  for _ in $(seq 100); do
+    (( $(grep -c "SIGHUP: configuration reloaded" "$lab/agent.log" || true) > before )) && break
+    grep -q "reload failed" "$lab/agent.log" && break
+    sleep 0.1
+  done
+  if ! in_node "$ctl" --socket="$sock" status | grep -q "snat backend: *$1\$"; then
+    echo "lab: the agent did not switch SNAT to $1:" >&2; tail -20 "$lab/agent.log" >&2; exit 1
+  fi
+  echo "snat backend is now $1"
+}
+# pod1 -> outside over TCP and UDP; the outside must see the node's address.
+egress_check() {
+  local proto view
+  for proto in tcp udp; do
+    view=$(ip netns exec "rp-lab-pod1-$id" python3 "$peer" once "$proto" 192.168.77.2 7777)
+    echo "pod1 ${ips[1]} -> outside 192.168.77.2:7777/$proto: the outside sees $view"
+    [[ "$view" == "192.168.77.1 "* ]] || { echo "lab: expected the node's address 192.168.77.1" >&2; exit 1; }
+  done
+}
+
+say "start ruleplane-agent in the node namespace (SNAT: nftables backend)"
+# bpffs (for the eBPF backend's pins) where the distribution has not mounted it.
+grep -qs " /sys/fs/bpf bpf " /proc/mounts || { mkdir -p /sys/fs/bpf && mount -t bpf bpf /sys/fs/bpf; }
 mkdir -p "$lab/run" "$lab/state"
-in_node "$agent" --socket="$sock" --state_dir="$lab/state" --metrics_address=127.0.0.1:9464 \
-  >"$lab/agent.log" 2>&1 &
+write_config nftables
+# nsenter, not `ip netns exec`: that one remounts /sys, hiding bpffs.
+nsenter --net="/run/netns/$node" "$agent" --socket="$sock" --state_dir="$lab/state" \
+  --metrics_address=127.0.0.1:9464 --config="$config" >"$lab/agent.log" 2>&1 &
 agent_pid=$!
 for _ in $(seq 50); do in_node "$ctl" --socket="$sock" health >/dev/null 2>&1 && break; sleep 0.1; done
 in_node "$ctl" --socket="$sock" health
@@ -114,6 +158,34 @@ for i in $(seq 1 "$pods"); do
   ip netns exec "$outside" curl -s --max-time 3 "http://192.168.77.1:$((8080 + i))/"
 done
 
+say "SNAT: pods reach the outside as the node (nftables backend); the outside has no route to pods"
+ip netns exec "$outside" python3 "$peer" server 7777 >"$lab/peer.out" 2>&1 &
+for _ in $(seq 50); do grep -q ready "$lab/peer.out" && break; sleep 0.1; done
+egress_check
+ip netns exec "rp-lab-pod1-$id" ping -c 1 -W 1 192.168.77.2 | grep "bytes from"
+sleep 0.6  # one statistics interval
+in_node "$ctl" --socket="$sock" snat
+echo "the SNAT chain in the agent's table (pod ADD/DEL changes set elements only):"
+in_node nft list chain inet ruleplane snat-v4 | sed 's/^/  /'
+
+say "switch SNAT to the tc eBPF backend at runtime (SIGHUP)"
+reload bpf
+egress_check
+sleep 0.6
+in_node "$ctl" --socket="$sock" snat
+echo "pinned in $pin_dir: $(ls "$pin_dir" | tr '\n' ' ')"
+if in_node nft list table inet ruleplane | grep -q "chain snat"; then
+  echo "lab: nftables SNAT chain left behind after the switch" >&2; exit 1
+fi
+echo "no SNAT chain left in nftables"
+echo "hostPort DNAT still works next to the eBPF SNAT:"
+ip netns exec "$outside" curl -s --max-time 3 "http://192.168.77.1:8082/"
+
+say "switch SNAT off: nothing of the eBPF backend stays behind"
+reload off
+[[ ! -e "$pin_dir" ]] || { echo "lab: $pin_dir left behind" >&2; exit 1; }
+echo "pin dir $pin_dir removed"
+
 say "CNI CHECK pod1, then DEL pod1 twice (second time like a runtime retry), then GC"
 cnirun check "pod1-$id" "/run/netns/rp-lab-pod1-$id" eth0 && echo "CHECK ok"
 cnirun del "pod1-$id" "/run/netns/rp-lab-pod1-$id" eth0 && echo "DEL ok"
@@ -129,5 +201,5 @@ in_node "$ctl" --socket="$sock" txns
 say "the agent's table as read back from the kernel"
 in_node nft list table inet ruleplane
 say "metrics (excerpt)"
-in_node curl -s 127.0.0.1:9464/metrics | grep -E '^ruleplane_(txn_commits_total|txn_queue_depth|attachments|nft_elements)'
+in_node curl -s 127.0.0.1:9464/metrics | grep -E '^ruleplane_(txn_commits_total|txn_queue_depth|attachments|nft_elements|snat_mode)'
 say "lab done; cleaning up"
