@@ -65,6 +65,9 @@ grpc::ServerUnaryReactor* DiagnosticsService::GetSnatStats(grpc::CallbackServerC
   resp->set_translations(stats->translations_total);
   resp->set_flow_table_capacity(stats->flow_table_capacity);
   resp->set_bpf_hook(stats->bpf_hook);
+  resp->set_bpf_l4_checksum(stats->bpf_l4_checksum);
+  resp->set_bpf_clock(stats->bpf_clock);
+  resp->set_bpf_exclusions(stats->bpf_exclusions);
   for (const backend::SnatEgressStat& e : stats->egress) {
     v1::SnatEgressAddressStats* p = resp->add_egress();
     p->set_address(e.addr.ToString());

@@ -48,6 +48,11 @@ struct SnatStats {
   uint64_t flow_table_capacity = 0;
   // bpf: "tcx" or "clsact" (snat_bpf_attach as resolved on this kernel).
   std::string bpf_hook;
+  // bpf: the datapath as loaded (GetSnatStats bpf_l4_checksum, bpf_clock,
+  // bpf_exclusions); empty until the programs are found.
+  std::string bpf_l4_checksum;
+  std::string bpf_clock;
+  std::string bpf_exclusions;
   std::vector<SnatEgressStat> egress;  // pool order, then addresses not in the pool
   std::vector<SnatTupleStat> top;      // busiest tuples first
   // Flows placed on an egress address other than the first (bpf: the

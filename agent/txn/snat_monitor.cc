@@ -132,7 +132,10 @@ void SnatMonitor::Run() {
       changed = settings_changed_;
       settings_changed_ = false;
     }
-    if (changed) applied_steering_.reset();  // re-derive against the new ruleset
+    if (changed) {
+      applied_steering_.reset();  // re-derive against the new ruleset
+      bpf_datapath_.reset();      // new programs, maybe on the same maps
+    }
     const absl::Time t0 = absl::Now();
     backend::SnatStats stats = Collect(settings);
     stats.collect_duration = absl::Now() - t0;
@@ -281,6 +284,20 @@ void SnatMonitor::CollectBpf(const core::SnatSettings& settings, backend::SnatSt
   }
   stats.flow_table_capacity = maps->flow_capacity;
   stats.bpf_hook = kernel::bpf::HasPinnedTcxLinks(settings.bpf_pin_dir) ? "tcx" : "clsact";
+  if (!bpf_datapath_ || bpf_datapath_->flow_map_id != maps->flow_map_id) {
+    bpf_datapath_.reset();
+    // NotFound until the programs are attached: asked again next time.
+    if (absl::StatusOr<kernel::bpf::SnatDatapath> dp = kernel::bpf::ReadSnatDatapath(maps->flow_map_id); dp.ok()) {
+      bpf_datapath_ = BpfDatapathCache{maps->flow_map_id, dp->l4_checksum, dp->clock};
+    } else if (!absl::IsNotFound(dp.status())) {
+      stats.error = absl::StrCat("bpf programs: ", dp.status().message());
+    }
+  }
+  if (bpf_datapath_) {
+    stats.bpf_l4_checksum = bpf_datapath_->l4_checksum;
+    stats.bpf_clock = bpf_datapath_->clock;
+  }
+  stats.bpf_exclusions = maps->exclusions_in_array ? "array" : "trie";
   stats.failovers = maps->reasons[RP_FAILOVER];
   for (const BpfDropReason& d : kBpfDrops) stats.drops[d.name] = maps->reasons[d.reason];
 #endif
@@ -290,6 +307,16 @@ void SnatMonitor::Publish(const backend::SnatStats& stats) {
   const std::string mode(core::SnatModeName(stats.mode));
   registry_->ReplaceGauges("ruleplane_snat_mode", "SNAT backend in use (the series with value 1)",
                            {{{{"mode", mode}}, 1.0}});
+  std::map<metrics::Labels, double> datapath;
+  if (!stats.bpf_l4_checksum.empty()) {
+    datapath[{{"l4_checksum", stats.bpf_l4_checksum},
+              {"clock", stats.bpf_clock.empty() ? "unknown" : stats.bpf_clock},
+              {"exclusions", stats.bpf_exclusions}}] = 1.0;
+  }
+  registry_->ReplaceGauges("ruleplane_snat_bpf_datapath_info",
+                           "bpf: how the loaded programs run on this kernel (the series with value 1): l4_checksum "
+                           "direct|helper, clock jiffies|ktime, exclusions array|trie",
+                           datapath);
   std::map<metrics::Labels, double> translations;
   for (const backend::SnatEgressStat& e : stats.egress) {
     translations[{{"egress_ip", e.addr.ToString()}}] = static_cast<double>(e.translations);

@@ -100,6 +100,15 @@ class SnatMonitor {
     std::vector<backend::SnatTupleUsage> usage;
   };
   std::optional<BpfUsageCache> bpf_usage_;
+  // bpf: how the programs using that flow map run (checksums, clock), found
+  // by walking the node's programs: once per flow map id, and again after a
+  // settings change (a reload loads new programs on the same maps).
+  struct BpfDatapathCache {
+    uint32_t flow_map_id = 0;
+    std::string l4_checksum;
+    std::string clock;
+  };
+  std::optional<BpfDatapathCache> bpf_datapath_;
   std::thread thread_;
 
   metrics::Counter* scan_errors_;

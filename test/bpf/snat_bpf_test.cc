@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1100,6 +1101,58 @@ TEST_F(PrivilegedBpfPinTest, ReaderWalksTheFlowMapOnlyAfterAChange) {
                                                                                  restored.flow_map_id + 1,
                                                                                  restored.generation}));
   ASSERT_TRUE(other.translations.has_value());
+  ASSERT_OK(prog->UnpinMaps());
+}
+
+// The reader names the datapath from what the kernel has loaded: which
+// program pair (checksums), which clock, which exclusion lookup. Programs of
+// other maps (the other pair below, tests running in parallel) do not count.
+TEST_F(PrivilegedBpfPinTest, ReaderNamesTheDatapathAsLoaded) {
+  ASSERT_OK_AND_ASSIGN(auto prog, SnatProgram::Create(options_));
+  ASSERT_OK(prog->ReplaceExclusions({*Ipv4Prefix::Parse("10.96.0.0/12")}));
+  ASSERT_OK_AND_ASSIGN(SnatMapsSnapshot snap, ReadPinnedSnatMaps(options_.pin_dir));
+  EXPECT_TRUE(snap.exclusions_in_array);
+  ASSERT_OK_AND_ASSIGN(kernel::bpf::SnatDatapath dp, kernel::bpf::ReadSnatDatapath(snap.flow_map_id));
+  EXPECT_EQ(dp.programs, 2u) << "one egress and one ingress program";
+  EXPECT_EQ(dp.l4_checksum, prog->csum_direct() ? "direct" : "helper");
+  // libbpf reads CONFIG_HZ from /boot/config-$(uname -r) or /proc/config.gz.
+  utsname uts{};
+  ASSERT_EQ(uname(&uts), 0);
+  const bool hz_known = std::filesystem::exists(absl::StrCat("/boot/config-", uts.release)) ||
+                        std::filesystem::exists("/proc/config.gz");
+  EXPECT_EQ(dp.clock, hz_known ? "jiffies" : "ktime");
+
+  // More prefixes than a bank holds: the trie answers.
+  std::vector<Ipv4Prefix> many;
+  for (int i = 0; i <= RP_SNAT_FAST_EXCLUSIONS; ++i) many.push_back(Ipv4Prefix{Ipv4Addr::FromOctets(10, 200, static_cast<uint8_t>(i), 0), 24});
+  ASSERT_OK(prog->ReplaceExclusions(many));
+  ASSERT_OK_AND_ASSIGN(snap, ReadPinnedSnatMaps(options_.pin_dir));
+  EXPECT_FALSE(snap.exclusions_in_array);
+
+  // The helper pair with the helper clock, on maps of its own.
+  SnatProgramOptions helper = options_;
+  helper.pin_dir = bpffs_->path() + "/helper";
+  helper.csum_direct = false;
+  helper.clock_jiffies = false;
+  ASSERT_OK_AND_ASSIGN(auto prog_h, SnatProgram::Create(helper));
+  ASSERT_OK_AND_ASSIGN(const SnatMapsSnapshot snap_h, ReadPinnedSnatMaps(helper.pin_dir));
+  ASSERT_OK_AND_ASSIGN(const kernel::bpf::SnatDatapath dp_h, kernel::bpf::ReadSnatDatapath(snap_h.flow_map_id));
+  EXPECT_EQ(dp_h.programs, 2u);
+  EXPECT_EQ(dp_h.l4_checksum, "helper");
+  EXPECT_EQ(dp_h.clock, "ktime");
+  ASSERT_OK_AND_ASSIGN(dp, kernel::bpf::ReadSnatDatapath(snap.flow_map_id));
+  EXPECT_EQ(dp.programs, 2u) << "the helper pair uses other maps";
+
+  ASSERT_OK(prog_h->UnpinMaps());
+  prog_h.reset();
+
+  // Programs gone, maps still pinned (an agent between two lives); the next
+  // agent's programs adopt the same map.
+  prog.reset();
+  EXPECT_EQ(kernel::bpf::ReadSnatDatapath(snap.flow_map_id).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_OK_AND_ASSIGN(prog, SnatProgram::Create(options_));
+  ASSERT_OK_AND_ASSIGN(dp, kernel::bpf::ReadSnatDatapath(snap.flow_map_id));
+  EXPECT_EQ(dp.programs, 2u);
   ASSERT_OK(prog->UnpinMaps());
 }
 

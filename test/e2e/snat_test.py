@@ -401,6 +401,8 @@ class SnatTest(LabTestCase):
         self.check_egress_reply_and_exclusion(lab)
         self.assertIn("chain snat-v4", lab.snat_objects())
         self.assertIsNone(lab.hooked(), "no tc hooks in nftables mode")
+        self.assertEqual(lab.snat_stats().get("bpf_l4_checksum"), "", "no bpf datapath in nftables mode")
+        self.assertNotIn("ruleplane_snat_bpf_datapath_info{", lab.metrics())
 
     def test_nftables_failover_tiny_range(self):
         # Port exhaustion in nftables is seen in conntrack by the agent; until
@@ -429,6 +431,14 @@ class SnatTest(LabTestCase):
         kind = "clsact" if lab.tcx() is None else "tcx"
         self.assertEqual(lab.hooked(), kind)
         self.assertEqual(wait_for(lambda: lab.snat_stats().get("bpf_hook"), what="bpf_hook in GetSnatStats"), kind)
+        # How the programs run here, read back from the kernel; the info
+        # metric says the same.
+        stats = wait_for(lambda: (s := lab.snat_stats()).get("bpf_l4_checksum") and s, what="bpf datapath")
+        self.assertIn(stats["bpf_l4_checksum"], ("direct", "helper"))
+        self.assertIn(stats.get("bpf_clock"), ("jiffies", "ktime"))
+        self.assertEqual(stats.get("bpf_exclusions"), "array", "two exclusion prefixes fit the inline array")
+        self.assertIn('ruleplane_snat_bpf_datapath_info{clock="%s",exclusions="array",l4_checksum="%s"} 1'
+                      % (stats["bpf_clock"], stats["bpf_l4_checksum"]), lab.metrics())
 
     def test_bpf_attach_switch_between_clsact_and_tcx_keeps_flows(self):
         lab = self.lab("bpfatt", bpf_snat(snat_bpf_attach="clsact"))
