@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -682,6 +684,97 @@ TEST_F(PrivilegedBpfSnatTest, FragmentsFollowTheirFirstFragment) {
   stray[kIpCsumOff + 1] = static_cast<uint8_t>(csum);
   EXPECT_EQ(Egress(stray).verdict, TC_ACT_SHOT);
   EXPECT_EQ(Count(RP_DROP_FRAGMENT), 1u);
+}
+
+// Two CPUs translate the first packet of the same new flow at once: each
+// allocates a port, one insert of the forward entry wins, and the other CPU
+// gives its port back (RP_NAT_RACE) and sends its packet with the winner's
+// mapping. Every flow ends with one mapping and one claimed port, whatever
+// the interleaving.
+TEST_F(PrivilegedBpfSnatTest, ConcurrentFirstPacketsAgreeOnOneMapping) {
+  cpu_set_t allowed;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c) {
+    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  }
+  if (cpus.size() < 2) GTEST_SKIP() << "needs two CPUs";
+
+  // Each flow goes to its own destination port, so the port range never
+  // runs out; the threads meet at every flow and send its first packet.
+  constexpr int kMaxFlows = 20000;
+  constexpr int kEnoughRaces = 20;
+  struct Seen {
+    int verdict = 0;
+    Ipv4Addr src;
+    uint16_t sport = 0;
+  };
+  std::vector<std::array<Seen, 2>> seen(kMaxFlows);
+  std::atomic<int> arrived[2] = {0, 0};
+  std::atomic<bool> stop{false};
+  std::atomic<int> done[2] = {0, 0};
+  const int egress_fd = prog_->egress_prog_fd();
+  auto worker = [&](int me) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpus[me], &one);
+    if (sched_setaffinity(0, sizeof(one), &one) != 0) stop = true;
+    for (int i = 0; i < kMaxFlows && !stop.load(std::memory_order_relaxed); ++i) {
+      arrived[me].store(i + 1, std::memory_order_release);
+      while (arrived[1 - me].load(std::memory_order_acquire) < i + 1 && !stop.load(std::memory_order_relaxed)) {
+      }
+      if (arrived[1 - me].load(std::memory_order_acquire) < i + 1) break;  // the other thread stopped
+      absl::StatusOr<TcRun> run =
+          RunTc(egress_fd, BuildUdp(kPod, 40000, kRemote, static_cast<uint16_t>(10000 + i), Text("x")));
+      Seen& mine = seen[i][me];
+      mine.verdict = run.ok() ? run->verdict : -1000;
+      if (absl::StatusOr<ParsedPacket> p = run.ok() ? ParseFrame(run->out) : run.status(); p.ok()) {
+        mine.src = p->src;
+        mine.sport = p->sport;
+      }
+      done[me] = i + 1;
+      if (me == 0) {
+        // Enough races seen (counted every 500 flows): stop early.
+        if ((i + 1) % 500 == 0) {
+          absl::StatusOr<ReasonCounters> c = prog_->ReadReasonCounters();
+          if (c.ok() && (*c)[RP_NAT_RACE] >= kEnoughRaces) stop = true;
+        }
+      }
+    }
+    stop = true;
+  };
+  std::thread t0(worker, 0), t1(worker, 1);
+  t0.join();
+  t1.join();
+  // Flows both threads sent: the same mapping for both packets (the last
+  // flow may have been sent by one thread only).
+  const int n = std::max(done[0].load(), done[1].load());
+  const int both = std::min(done[0].load(), done[1].load());
+  ASSERT_GT(both, 0);
+  EXPECT_GE(both, n - 1);
+  for (int i = 0; i < both; ++i) {
+    ASSERT_EQ(seen[i][0].verdict, TC_ACT_OK) << "flow " << i;
+    ASSERT_EQ(seen[i][1].verdict, TC_ACT_OK) << "flow " << i;
+    ASSERT_EQ(seen[i][0].src, kEgress1) << "flow " << i;
+    ASSERT_EQ(seen[i][0].src, seen[i][1].src) << "flow " << i;
+    ASSERT_EQ(seen[i][0].sport, seen[i][1].sport) << "flow " << i << ": two mappings for one flow";
+  }
+  const uint64_t races = Count(RP_NAT_RACE);
+  // One mapping per flow, and the loser's port back in the pool: exactly
+  // one reverse entry per flow.
+  EXPECT_EQ(Count(RP_NAT_NEW), static_cast<uint64_t>(n));
+  ASSERT_OK_AND_ASSIGN(const UniqueFd rnat, MapFdByName(egress_fd, "ruleplane_rnat"));
+  uint64_t reverse = 0;
+  rp_rnat_key key{}, next{};
+  for (const void* prev = nullptr; bpf_map_get_next_key(rnat.get(), prev, &next) == 0; prev = &key) {
+    key = next;
+    ++reverse;
+  }
+  EXPECT_EQ(reverse, static_cast<uint64_t>(n)) << races << " races";
+  // Without a race the test proved nothing about the path it is for.
+  EXPECT_GT(races, 0u) << "no two first packets met in " << n << " flows";
+  RecordProperty("flows", n);
+  RecordProperty("races", static_cast<int>(races));
 }
 
 // If the LRU evicted only the reverse half of a mapping, the next packet
