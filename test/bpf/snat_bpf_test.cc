@@ -3,6 +3,7 @@
 // suites also need CAP_SYS_ADMIN (private bpffs mount, private netns).
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <linux/pkt_cls.h>
 #include <netinet/in.h>
@@ -17,6 +18,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <set>
 #include <thread>
@@ -1246,6 +1248,54 @@ TEST_F(PrivilegedBpfPinTest, ReaderNamesTheDatapathAsLoaded) {
   ASSERT_OK_AND_ASSIGN(prog, SnatProgram::Create(options_));
   ASSERT_OK_AND_ASSIGN(dp, kernel::bpf::ReadSnatDatapath(snap.flow_map_id));
   EXPECT_EQ(dp.programs, 2u);
+  ASSERT_OK(prog->UnpinMaps());
+}
+
+// A kernel whose verifier refuses the pair that reads skb->ip_summed (here:
+// CO-RE against a BTF whose struct sk_buff has no such field, so libbpf
+// poisons the read and the verifier rejects the program) still gets SNAT:
+// the loader falls back to the helper pair, which translates with valid
+// checksums.
+TEST_F(PrivilegedBpfPinTest, RefusedDirectPairFallsBackToTheHelperPair) {
+  {
+    ASSERT_OK_AND_ASSIGN(auto probe, SnatProgram::Create(options_));
+    const bool direct = probe->csum_direct();
+    ASSERT_OK(probe->UnpinMaps());
+    if (!direct) GTEST_SKIP() << "this kernel loads the helper pair anyway (no bpf_cast_to_kern_ctx)";
+  }
+  // struct sk_buff { int len; }: no ip_summed to relocate the read to.
+  btf* other = btf__new_empty();
+  ASSERT_NE(other, nullptr);
+  const int int_id = btf__add_int(other, "int", 4, BTF_INT_SIGNED);
+  ASSERT_GT(int_id, 0);
+  ASSERT_GT(btf__add_struct(other, "sk_buff", 4), 0);
+  ASSERT_EQ(btf__add_field(other, "len", int_id, 0, 0), 0);
+  uint32_t size = 0;
+  const void* raw = btf__raw_data(other, &size);
+  ASSERT_NE(raw, nullptr);
+  const std::string path = bpffs_->path() + "-other.btf";
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write(static_cast<const char*>(raw), size);
+    ASSERT_TRUE(out.good());
+  }
+  btf__free(other);
+
+  options_.btf_custom_path = path;
+  ASSERT_OK_AND_ASSIGN(auto prog, SnatProgram::Create(options_));
+  std::filesystem::remove(path);
+  EXPECT_FALSE(prog->csum_direct());
+  ASSERT_OK(prog->ReplacePodAddresses({kPod}));
+  ASSERT_OK(prog->SetEgressAddresses({{kEgress1, false}}));
+  ASSERT_OK_AND_ASSIGN(const TcRun run, RunTc(prog->egress_prog_fd(), BuildTcp(kPod, 40000, kRemote, 443, Text("hi"))));
+  ASSERT_EQ(run.verdict, TC_ACT_OK);
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(run.out));
+  EXPECT_EQ(p.src, kEgress1);
+  EXPECT_TRUE(p.ip_checksum_ok);
+  EXPECT_TRUE(p.l4_checksum_ok);
+  ASSERT_OK_AND_ASSIGN(const SnatMapsSnapshot snap, ReadPinnedSnatMaps(options_.pin_dir));
+  ASSERT_OK_AND_ASSIGN(const kernel::bpf::SnatDatapath dp, kernel::bpf::ReadSnatDatapath(snap.flow_map_id));
+  EXPECT_EQ(dp.l4_checksum, "helper");
   ASSERT_OK(prog->UnpinMaps());
 }
 

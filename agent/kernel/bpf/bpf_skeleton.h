@@ -44,10 +44,10 @@ class BpfSkeleton {
   ~BpfSkeleton() = default;
 
   // Opens the object embedded in the skeleton. `name` only labels messages.
-  static absl::StatusOr<BpfSkeleton> Open(absl::string_view name) {
+  static absl::StatusOr<BpfSkeleton> Open(absl::string_view name, const bpf_object_open_opts* opts = nullptr) {
     RouteLibbpfLogsToGlog();
     errno = 0;
-    T* skel = T::open(nullptr);
+    T* skel = T::open(opts);
     if (skel == nullptr) {
       // libbpf >= 1.0 returns NULL and sets errno.
       return BpfError(errno != 0 ? errno : EINVAL, absl::StrCat("open bpf skeleton ", name));

@@ -243,7 +243,10 @@ struct OpenedSnat {
 };
 
 absl::StatusOr<OpenedSnat> OpenSnat(const SnatProgramOptions& options) {
-  ASSIGN_OR_RETURN(BpfSkeleton<snat> skel, BpfSkeleton<snat>::Open("snat"));
+  bpf_object_open_opts open_opts{};
+  open_opts.sz = sizeof(open_opts);
+  if (!options.btf_custom_path.empty()) open_opts.btf_custom_path = options.btf_custom_path.c_str();
+  ASSIGN_OR_RETURN(BpfSkeleton<snat> skel, BpfSkeleton<snat>::Open("snat", &open_opts));
   skel->rodata->port_min = options.config.port_min;
   skel->rodata->port_max = options.config.port_max;
   skel->rodata->max_retries = options.config.max_retries;

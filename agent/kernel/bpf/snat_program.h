@@ -76,6 +76,11 @@ struct SnatProgramOptions {
   // (snat_egress_h/snat_ingress_h). false forces the helper programs
   // (tests, benchmarks).
   bool csum_direct = true;
+  // BTF that CO-RE relocations resolve against instead of the running
+  // kernel's (libbpf's btf_custom_path). Empty: the kernel's. Tests give
+  // one whose struct sk_buff differs, which makes the verifier refuse the
+  // direct pair the way a kernel with another sk_buff would.
+  std::string btf_custom_path;
   // How AttachToInterface() hooks tc. Also load-time: a translated packet's
   // verdict differs (TC_ACT_OK ends a cls_bpf chain; TC_ACT_UNSPEC lets the
   // clsact filters that tcx runs before still see it). tcx links are pinned
