@@ -10,14 +10,18 @@
 #   - CHECK / DEL / GC through the chain, and the agent's own view.
 # Everything lives in namespaces this script creates and removes; the host's
 # ruleset is never touched. Usage: sudo tools/lab.sh [BUILD_DIR] [PODS]
+# (BUILD_DIR relative to the repository or absolute; PODS >= 2, default 3).
+# Exits non-zero when any step does not behave; ctest runs it (e2e.demo_lab).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 build=${1:-build}
 pods=${2:-3}
-agent="$repo/$build/agent/ruleplane-agent"
-ctl="$repo/$build/tools/ruleplanectl"
-plugin_dir="$repo/$build/cni"
+[[ "$build" == /* ]] || build="$repo/$build"
+(( pods >= 2 )) || { echo "lab: needs at least 2 pods (pod1 talks to pod2)" >&2; exit 2; }
+agent="$build/agent/ruleplane-agent"
+ctl="$build/tools/ruleplanectl"
+plugin_dir="$build/cni"
 for f in "$agent" "$ctl" "$plugin_dir/ruleplane"; do
   [[ -x "$f" ]] || { echo "lab: $f missing; build first (tools/demo.sh does)" >&2; exit 1; }
 done
@@ -40,7 +44,12 @@ cnirun() {
 }
 
 cleanup() {
+  local rc=$?
   set +e
+  if (( rc != 0 )) && [[ -s "$lab/agent.log" ]]; then
+    echo "lab: failed (exit $rc); the agent's log ends:" >&2
+    tail -30 "$lab/agent.log" >&2
+  fi
   [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
   for i in $(seq 1 "$pods"); do
     ip netns pids "rp-lab-pod$i-$id" 2>/dev/null | xargs -r kill 2>/dev/null
