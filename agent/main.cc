@@ -275,7 +275,7 @@ int RunUninstall(const v1::AgentConfig& cfg) {
   }
 #ifdef RULEPLANE_HAVE_BPF
   // The BPF SNAT dataplane first: its hook record lives in the state dir.
-  kernel::bpf::BpfSnatPort bpf_port({cfg.state_dir(), cfg.bpf_pin_dir()});
+  kernel::bpf::BpfSnatPort bpf_port({cfg.state_dir(), cfg.bpf_pin_dir(), nullptr});
   if (absl::Status s = bpf_port.Converge(render::BpfSnatPlan{}, {}); !s.ok()) {
     std::fprintf(stderr, "ruleplane-agent: uninstall bpf snat: %s\n", std::string(s.message()).c_str());
     return 1;
@@ -379,9 +379,11 @@ int Main() {
     return 2;
   }
   opts.layout.snat = *snat_settings;
+  // How the loaded bpf programs run: the port publishes, the monitor reads.
+  auto bpf_datapath = std::make_shared<txn::BpfDatapathBoard>();
 #ifdef RULEPLANE_HAVE_BPF
   opts.dataplane = std::make_shared<kernel::bpf::BpfSnatPort>(
-      kernel::bpf::BpfSnatPortOptions{cfg->state_dir(), cfg->bpf_pin_dir()});
+      kernel::bpf::BpfSnatPortOptions{cfg->state_dir(), cfg->bpf_pin_dir(), bpf_datapath});
 #endif
   LOG(INFO) << "snat " << core::DescribeSnat(opts.layout.snat);
   // Published for the gRPC threads once the monitor runs (after Start()).
@@ -513,6 +515,7 @@ int Main() {
   monitor_opts.table = cfg->table();
   if (cfg->has_snat_stats_interval_ms()) monitor_opts.interval = absl::Milliseconds(cfg->snat_stats_interval_ms());
   if (cfg->has_snat_stats_top_k()) monitor_opts.top_k = cfg->snat_stats_top_k();
+  monitor_opts.bpf_datapath = bpf_datapath;
   snat_monitor = txn::SnatMonitor::Start(engine->get(), monitor_opts, opts.layout.snat, &registry);
   snat_monitor_ptr.store(snat_monitor.get());
   bringup.MarkReady();

@@ -132,10 +132,7 @@ void SnatMonitor::Run() {
       changed = settings_changed_;
       settings_changed_ = false;
     }
-    if (changed) {
-      applied_steering_.reset();  // re-derive against the new ruleset
-      bpf_datapath_.reset();      // new programs, maybe on the same maps
-    }
+    if (changed) applied_steering_.reset();  // re-derive against the new ruleset
     const absl::Time t0 = absl::Now();
     backend::SnatStats stats = Collect(settings);
     stats.collect_duration = absl::Now() - t0;
@@ -284,18 +281,11 @@ void SnatMonitor::CollectBpf(const core::SnatSettings& settings, backend::SnatSt
   }
   stats.flow_table_capacity = maps->flow_capacity;
   stats.bpf_hook = kernel::bpf::HasPinnedTcxLinks(settings.bpf_pin_dir) ? "tcx" : "clsact";
-  if (!bpf_datapath_ || bpf_datapath_->flow_map_id != maps->flow_map_id) {
-    bpf_datapath_.reset();
-    // NotFound until the programs are attached: asked again next time.
-    if (absl::StatusOr<kernel::bpf::SnatDatapath> dp = kernel::bpf::ReadSnatDatapath(maps->flow_map_id); dp.ok()) {
-      bpf_datapath_ = BpfDatapathCache{maps->flow_map_id, dp->l4_checksum, dp->clock};
-    } else if (!absl::IsNotFound(dp.status())) {
-      stats.error = absl::StrCat("bpf programs: ", dp.status().message());
-    }
-  }
-  if (bpf_datapath_) {
-    stats.bpf_l4_checksum = bpf_datapath_->l4_checksum;
-    stats.bpf_clock = bpf_datapath_->clock;
+  // Only for the map the numbers came from: not during a reload or resize.
+  if (std::optional<BpfDatapath> dp =
+          options_.bpf_datapath ? options_.bpf_datapath->For(maps->flow_map_id) : std::nullopt) {
+    stats.bpf_l4_checksum = dp->l4_checksum;
+    stats.bpf_clock = dp->clock;
   }
   stats.bpf_exclusions = maps->exclusions_in_array ? "array" : "trie";
   stats.failovers = maps->reasons[RP_FAILOVER];

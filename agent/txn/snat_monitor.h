@@ -28,6 +28,7 @@
 #include "agent/backend/snat_stats.h"
 #include "agent/common/metrics.h"
 #include "agent/core/snat.h"
+#include "agent/txn/dataplane_port.h"
 #include "agent/txn/engine.h"
 
 namespace ruleplane::txn {
@@ -36,6 +37,9 @@ struct SnatMonitorOptions {
   std::string table = "ruleplane";
   absl::Duration interval = absl::Seconds(1);
   size_t top_k = 10;
+  // bpf: how the loaded programs run, as BpfSnatPort publishes it
+  // (optional; without it GetSnatStats leaves bpf_l4_checksum/bpf_clock empty).
+  std::shared_ptr<const BpfDatapathBoard> bpf_datapath;
 };
 
 // The pause before the next scan: `interval`, stretched so that scanning
@@ -100,15 +104,6 @@ class SnatMonitor {
     std::vector<backend::SnatTupleUsage> usage;
   };
   std::optional<BpfUsageCache> bpf_usage_;
-  // bpf: how the programs using that flow map run (checksums, clock), found
-  // by walking the node's programs: once per flow map id, and again after a
-  // settings change (a reload loads new programs on the same maps).
-  struct BpfDatapathCache {
-    uint32_t flow_map_id = 0;
-    std::string l4_checksum;
-    std::string clock;
-  };
-  std::optional<BpfDatapathCache> bpf_datapath_;
   std::thread thread_;
 
   metrics::Counter* scan_errors_;

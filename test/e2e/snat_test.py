@@ -431,7 +431,7 @@ class SnatTest(LabTestCase):
         kind = "clsact" if lab.tcx() is None else "tcx"
         self.assertEqual(lab.hooked(), kind)
         self.assertEqual(wait_for(lambda: lab.snat_stats().get("bpf_hook"), what="bpf_hook in GetSnatStats"), kind)
-        # How the programs run here, read back from the kernel; the info
+        # How the programs run here, as the agent loaded them; the info
         # metric says the same.
         stats = wait_for(lambda: (s := lab.snat_stats()).get("bpf_l4_checksum") and s, what="bpf datapath")
         self.assertIn(stats["bpf_l4_checksum"], ("direct", "helper"))

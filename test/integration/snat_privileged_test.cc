@@ -270,7 +270,7 @@ class PrivilegedBpfSnatPortTest : public ::testing::Test {
     }
     return names;
   }
-  kernel::bpf::BpfSnatPortOptions Options() { return {state_dir_.string(), pin_dir_}; }
+  kernel::bpf::BpfSnatPortOptions Options() { return {state_dir_.string(), pin_dir_, board_}; }
   std::string Tc() {
     return ns_->RunIn("tc qdisc show dev eth-out; tc filter show dev eth-out ingress; tc filter show dev eth-out egress")
         .output;
@@ -279,6 +279,7 @@ class PrivilegedBpfSnatPortTest : public ::testing::Test {
   std::unique_ptr<TestNetns> ns_;
   std::string pin_dir_;
   std::filesystem::path state_dir_;
+  std::shared_ptr<txn::BpfDatapathBoard> board_ = std::make_shared<txn::BpfDatapathBoard>();
 };
 
 TEST_F(PrivilegedBpfSnatPortTest, AttachesFillsSurvivesRestartAndRemovesWhatItCreated) {
@@ -302,14 +303,24 @@ TEST_F(PrivilegedBpfSnatPortTest, AttachesFillsSurvivesRestartAndRemovesWhatItCr
     EXPECT_TRUE(maps->egress[0].live && maps->egress[1].live);
     EXPECT_FALSE(maps->egress[2].live);
     EXPECT_EQ(maps->flow_capacity, Plan().max_flows);
+    EXPECT_FALSE(board_->For(maps->flow_map_id).has_value()) << "the exited port said nothing more";
 
-    // "Restart": a new port adopts the pins and replaces the filters.
+    // "Restart": a new port adopts the pins and replaces the filters, and
+    // says how its programs run, for the map the statistics read.
     kernel::bpf::BpfSnatPort port(Options());
     ASSERT_TRUE(port.Converge(Plan(), {{10, 96, 0, 6}}).ok());
     EXPECT_THAT(Tc(), HasSubstr("snat_egress"));
+    std::optional<txn::BpfDatapath> dp = board_->For(maps->flow_map_id);
+    ASSERT_TRUE(dp.has_value());
+    EXPECT_TRUE(dp->l4_checksum == "direct" || dp->l4_checksum == "helper") << dp->l4_checksum;
+    EXPECT_TRUE(dp->clock == "jiffies" || dp->clock == "ktime") << dp->clock;
+    EXPECT_THAT(Tc(), HasSubstr(dp->l4_checksum == "direct" ? "snat_egress:[" : "snat_egress_h"))
+        << "the pair named is the pair attached";
+    EXPECT_FALSE(board_->For(maps->flow_map_id + 1).has_value()) << "another map";
     // Leaving bpf mode: filters, our clsact, pins and the record go.
     absl::Status s = port.Converge(render::BpfSnatPlan{}, {});
     ASSERT_TRUE(s.ok()) << s;
+    EXPECT_FALSE(board_->For(maps->flow_map_id).has_value()) << "cleared when leaving bpf mode";
     tc = Tc();
     EXPECT_THAT(tc, Not(HasSubstr("snat_")));
     EXPECT_THAT(tc, Not(HasSubstr("clsact"))) << "we created the clsact qdisc, so it goes";

@@ -226,6 +226,7 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
   if (absl::Status s = program_->FinishFlowMapMigration(); !s.ok() && destroyed.ok()) destroyed = s;
   loaded_ = plan;
   pods_ = pods.size();
+  PublishDatapath();
   absl::Status recorded_now = WriteRecord();
   return destroyed.ok() ? recorded_now : destroyed;
 }
@@ -260,6 +261,7 @@ absl::Status BpfSnatPort::Teardown(const render::BpfSnatPlan&) {
   if (!first.ok()) return first;
   if (program_) LOG(INFO) << "bpf snat dataplane removed";
   program_.reset();
+  if (options_.datapath_board) options_.datapath_board->Clear();
   loaded_ = {};
   pods_ = 0;
   DeleteRecord();
@@ -281,6 +283,18 @@ void BpfSnatPort::Release() {
   for (auto& [ifname, hook] : hooks_) hook.Release();
   hooks_.clear();
   program_.reset();
+  if (options_.datapath_board) options_.datapath_board->Clear();
+}
+
+void BpfSnatPort::PublishDatapath() const {
+  if (!options_.datapath_board || !program_) return;
+  absl::StatusOr<uint32_t> id = program_->flow_map_id();
+  if (!id.ok()) {
+    LOG(WARNING) << "bpf snat datapath for the statistics: " << id.status();
+    return;
+  }
+  options_.datapath_board->Publish(
+      *id, txn::BpfDatapath{program_->csum_direct() ? "direct" : "helper", program_->clock_jiffies() ? "jiffies" : "ktime"});
 }
 
 std::string BpfSnatPort::Describe() const {

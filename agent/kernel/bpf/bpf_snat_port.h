@@ -37,6 +37,9 @@ struct BpfSnatPortOptions {
   // The configured pin dir: cleaned up when bpf mode is off, even if this
   // agent never loaded the program (a predecessor may have).
   std::string pin_dir = std::string(kDefaultPinDir);
+  // Where the port says how the loaded programs run, for the statistics
+  // (optional).
+  std::shared_ptr<txn::BpfDatapathBoard> datapath_board;
 };
 
 class BpfSnatPort : public txn::DataplanePort {
@@ -61,6 +64,8 @@ class BpfSnatPort : public txn::DataplanePort {
   absl::Status RemoveOurHooksOn(int ifindex, bool owns_qdisc, std::optional<TcAttach> keep,
                                 const std::string& recorded_pin_dir) const;
   absl::Status Teardown(const render::BpfSnatPlan& plan);
+  // Tells options_.datapath_board how the loaded programs run.
+  void PublishDatapath() const;
   std::map<std::string, HookRecord> ReadRecord(std::string* pin_dir) const;
   absl::Status WriteRecord() const;
   void DeleteRecord() const;

@@ -377,6 +377,20 @@ uint32_t SnatProgram::max_flows() const { return bpf_map__max_entries(NatMap());
 
 SnatProgram::~SnatProgram() = default;
 
+bool SnatProgram::clock_jiffies() const {
+  // The program's own test (rp_clock): rodata clock_jiffies and a HZ.
+  return options_.clock_jiffies && skel_->kconfig != nullptr && skel_->kconfig->CONFIG_HZ != 0;
+}
+
+absl::StatusOr<uint32_t> SnatProgram::flow_map_id() const {
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(bpf_map__fd(skel_->maps.ruleplane_rnat), &info, &len) != 0) {
+    return BpfError(errno, "query ruleplane_rnat");
+  }
+  return info.id;
+}
+
 int SnatProgram::egress_prog_fd() const {
   return bpf_program__fd(options_.csum_direct ? skel_->progs.snat_egress : skel_->progs.snat_egress_h);
 }

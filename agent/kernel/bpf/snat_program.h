@@ -142,6 +142,12 @@ class SnatProgram {
   // Whether the loaded program writes L4 checksums itself (see
   // SnatProgramOptions::csum_direct and the kernel's support).
   bool csum_direct() const { return options_.csum_direct; }
+  // Whether the stamp clock is jiffies (SnatProgramOptions::clock_jiffies
+  // and libbpf found the kernel's CONFIG_HZ) rather than the ktime helper.
+  bool clock_jiffies() const;
+  // Kernel id of ruleplane_rnat as this program uses it (after a finished
+  // resize, the pinned one; ReadPinnedSnatMaps' flow_map_id).
+  absl::StatusOr<uint32_t> flow_map_id() const;
   // Names of the maps adopted from existing pins (empty on a fresh start;
   // migrated flow maps are not among them).
   const std::vector<std::string>& reused_maps() const { return reused_maps_; }

@@ -3,20 +3,14 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <cstddef>
 #include <cstring>
-#include <type_traits>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/string_view.h"
 #include "agent/common/status_macros.h"
 #include "agent/common/unique_fd.h"
 #include "agent/kernel/bpf/errors.h"
 #include "agent/kernel/bpf/map_batch.h"
-#include "snat.skel.h"
 
 namespace ruleplane::kernel::bpf {
 namespace {
@@ -58,102 +52,7 @@ absl::Status ReadTranslations(int fd, std::vector<rp_rnat_key>& out) {
                          });
 }
 
-// The ids of the maps program `fd` uses.
-absl::StatusOr<std::vector<uint32_t>> ProgramMapIds(int fd, uint32_t count) {
-  std::vector<uint32_t> ids(count);
-  bpf_prog_info info{};
-  info.nr_map_ids = count;
-  info.map_ids = reinterpret_cast<uintptr_t>(ids.data());
-  uint32_t len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return BpfError(errno, "query a BPF program's maps");
-  ids.resize(std::min(count, info.nr_map_ids));
-  return ids;
-}
-
-// The value of one-entry array map `id` (an object's .rodata or .kconfig),
-// with its name; nullopt when the map went away meanwhile.
-struct ArrayValue {
-  std::string name;
-  std::vector<uint8_t> bytes;
-};
-std::optional<ArrayValue> ReadSingleValueMap(uint32_t id) {
-  struct bpf_get_fd_by_id_opts opts {};
-  opts.sz = sizeof(opts);
-  opts.open_flags = BPF_F_RDONLY;
-  UniqueFd fd(bpf_map_get_fd_by_id_opts(id, &opts));
-  if (!fd.valid()) return std::nullopt;
-  bpf_map_info info{};
-  uint32_t len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) return std::nullopt;
-  ArrayValue out{info.name, {}};
-  if (info.type != BPF_MAP_TYPE_ARRAY || info.max_entries != 1 || info.key_size != sizeof(uint32_t)) return out;
-  out.bytes.resize(info.value_size);
-  const uint32_t zero = 0;
-  if (bpf_map_lookup_elem(fd.get(), &zero, out.bytes.data()) != 0) out.bytes.clear();
-  return out;
-}
-
-// The T at byte `offset` of `bytes` (host order, as the program stores
-// it), or nullopt when the value is shorter.
-template <typename T>
-std::optional<T> FieldAt(const std::vector<uint8_t>& bytes, size_t offset) {
-  if (bytes.size() < offset + sizeof(T)) return std::nullopt;
-  T v;
-  std::memcpy(&v, bytes.data() + offset, sizeof(T));
-  return v;
-}
-
-using Rodata = std::remove_pointer_t<decltype(snat::rodata)>;
-using Kconfig = std::remove_pointer_t<decltype(snat::kconfig)>;
-
 }  // namespace
-
-absl::StatusOr<SnatDatapath> ReadSnatDatapath(uint32_t flow_map_id) {
-  SnatDatapath out;
-  std::vector<uint32_t> egress_maps;
-  for (uint32_t id = 0;;) {
-    if (bpf_prog_get_next_id(id, &id) != 0) {
-      if (errno == ENOENT) break;
-      return BpfError(errno, "walk the node's BPF programs");
-    }
-    UniqueFd fd(bpf_prog_get_fd_by_id(id));
-    if (!fd.valid()) continue;  // unloaded meanwhile
-    bpf_prog_info info{};
-    uint32_t len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0) continue;
-    if (info.type != BPF_PROG_TYPE_SCHED_CLS || info.nr_map_ids == 0) continue;
-    const absl::string_view name(info.name);
-    const bool direct = name == "snat_egress" || name == "snat_ingress";
-    const bool helper = name == "snat_egress_h" || name == "snat_ingress_h";
-    if (!direct && !helper) continue;
-    absl::StatusOr<std::vector<uint32_t>> maps = ProgramMapIds(fd.get(), info.nr_map_ids);
-    if (!maps.ok() || std::find(maps->begin(), maps->end(), flow_map_id) == maps->end()) continue;
-    ++out.programs;
-    // One pair runs at a time; during a reload the new pair may already be
-    // loaded next to the old one: the newest (highest id) tells.
-    out.l4_checksum = direct ? "direct" : "helper";
-    if (absl::StartsWith(name, "snat_egress")) egress_maps = *std::move(maps);
-  }
-  if (out.programs == 0) {
-    return absl::NotFoundError(absl::StrCat("no snat program uses flow map id ", flow_map_id));
-  }
-  std::optional<bool> jiffies;
-  std::optional<uint32_t> hz;
-  for (const uint32_t map_id : egress_maps) {
-    std::optional<ArrayValue> v = ReadSingleValueMap(map_id);
-    if (!v) continue;
-    if (absl::EndsWith(v->name, ".rodata")) {
-      // A C _Bool: read as a byte.
-      static_assert(sizeof(Rodata::clock_jiffies) == 1);
-      if (auto b = FieldAt<uint8_t>(v->bytes, offsetof(Rodata, clock_jiffies))) jiffies = *b != 0;
-    }
-    if (absl::EndsWith(v->name, ".kconfig")) hz = FieldAt<uint32_t>(v->bytes, offsetof(Kconfig, CONFIG_HZ));
-  }
-  // rp_clock: jiffies only when the loader allowed it and libbpf found HZ
-  // (no .kconfig map at all means the extern was dropped: no HZ either).
-  if (jiffies.has_value()) out.clock = *jiffies && hz.value_or(0) != 0 ? "jiffies" : "ktime";
-  return out;
-}
 
 absl::StatusOr<SnatMapsSnapshot> ReadPinnedSnatMaps(const std::string& pin_dir,
                                                     std::optional<SnatMapsGeneration> known) {

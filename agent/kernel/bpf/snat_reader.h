@@ -56,25 +56,4 @@ struct SnatMapsGeneration {
 absl::StatusOr<SnatMapsSnapshot> ReadPinnedSnatMaps(const std::string& pin_dir,
                                                     std::optional<SnatMapsGeneration> known = std::nullopt);
 
-// How the snat programs that use a flow map run on this kernel, read back
-// from the kernel: what was loaded, not what an agent asked for.
-struct SnatDatapath {
-  // "direct": the program pair that writes L4 checksums itself
-  // (snat_egress/snat_ingress: reads skb->ip_summed through the
-  // bpf_cast_to_kern_ctx kfunc); "helper": the pair that calls
-  // bpf_l4_csum_replace for every change (snat_egress_h/snat_ingress_h).
-  std::string l4_checksum;
-  // Stamp clock: "jiffies" (bpf_jiffies64 with the kernel's CONFIG_HZ) or
-  // "ktime" (the bpf_ktime_get_coarse_ns helper). Empty when the programs'
-  // read-only data could not be read.
-  std::string clock;
-  uint32_t programs = 0;  // snat programs found using the map
-};
-
-// Walks the node's BPF programs for the snat programs that use map
-// `flow_map_id` (SnatMapsSnapshot::flow_map_id). NotFound when none does
-// (not attached yet, or a mode switch or flow-map resize under way). A few
-// syscalls per program on the node: callers cache the answer per map id.
-absl::StatusOr<SnatDatapath> ReadSnatDatapath(uint32_t flow_map_id);
-
 }  // namespace ruleplane::kernel::bpf
