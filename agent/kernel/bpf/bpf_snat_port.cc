@@ -293,8 +293,8 @@ void BpfSnatPort::PublishDatapath() const {
     LOG(WARNING) << "bpf snat datapath for the statistics: " << id.status();
     return;
   }
-  options_.datapath_board->Publish(
-      *id, txn::BpfDatapath{program_->csum_direct() ? "direct" : "helper", program_->clock_jiffies() ? "jiffies" : "ktime"});
+  options_.datapath_board->Publish(*id, txn::BpfDatapath{program_->csum_direct() ? "direct" : "helper",
+                                                         program_->clock_jiffies() ? "jiffies" : "ktime"});
 }
 
 std::string BpfSnatPort::Describe() const {
