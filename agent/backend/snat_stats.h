@@ -49,8 +49,8 @@ struct SnatStats {
   // bpf: "tcx" or "clsact" (snat_bpf_attach as resolved on this kernel).
   std::string bpf_hook;
   // bpf: the datapath as loaded (GetSnatStats bpf_l4_checksum, bpf_clock,
-  // bpf_exclusions); the first two empty until the loader published them
-  // for the pinned flow map.
+  // bpf_exclusions); the first two are set together, once the loader
+  // published them for the pinned flow map.
   std::string bpf_l4_checksum;
   std::string bpf_clock;
   std::string bpf_exclusions;

@@ -300,7 +300,7 @@ void SnatMonitor::Publish(const backend::SnatStats& stats) {
   std::map<metrics::Labels, double> datapath;
   if (!stats.bpf_l4_checksum.empty()) {
     datapath[{{"l4_checksum", stats.bpf_l4_checksum},
-              {"clock", stats.bpf_clock.empty() ? "unknown" : stats.bpf_clock},
+              {"clock", stats.bpf_clock},
               {"exclusions", stats.bpf_exclusions}}] = 1.0;
   }
   registry_->ReplaceGauges("ruleplane_snat_bpf_datapath_info",

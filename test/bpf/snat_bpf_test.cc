@@ -130,6 +130,15 @@ bool IsSubset(const std::set<size_t>& sub, const std::set<size_t>& super) {
   return std::includes(super.begin(), super.end(), sub.begin(), sub.end());
 }
 
+// `first`, then 198.51.100.1/32, .2/32, ... until one prefix more than an
+// exclusion bank holds: the LPM trie answers alone.
+std::vector<Ipv4Prefix> MoreThanABank(std::vector<Ipv4Prefix> first) {
+  for (uint8_t i = 1; first.size() <= RP_SNAT_FAST_EXCLUSIONS; ++i) {
+    first.push_back(Ipv4Prefix{Ipv4Addr::FromOctets(198, 51, 100, i), 32});
+  }
+  return first;
+}
+
 class PrivilegedBpfSnatTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -463,10 +472,8 @@ TEST_F(PrivilegedBpfSnatTest, ExclusionBanksAndTrieAgree) {
   EXPECT_TRUE(excluded(kServiceIp));
 
   // More prefixes than a bank holds: the trie alone, and it is complete.
-  std::vector<Ipv4Prefix> many = {*Ipv4Prefix::Parse("10.96.0.0/12"), *Ipv4Prefix::Parse("172.16.0.0/12")};
-  for (uint8_t i = 1; many.size() <= RP_SNAT_FAST_EXCLUSIONS; ++i) {
-    many.push_back(Ipv4Prefix{Ipv4Addr::FromOctets(198, 51, 100, i), 32});
-  }
+  const std::vector<Ipv4Prefix> many =
+      MoreThanABank({*Ipv4Prefix::Parse("10.96.0.0/12"), *Ipv4Prefix::Parse("172.16.0.0/12")});
   ASSERT_OK(prog_->ReplaceExclusions(many));
   EXPECT_EQ(cfg_bank(), RP_EXCL_BANK_TRIE);
   ASSERT_OK_AND_ASSIGN(bank, prog_->ReadExclusionBank());
@@ -1217,11 +1224,7 @@ TEST_F(PrivilegedBpfPinTest, ProgramSaysHowItRuns) {
   EXPECT_EQ(prog->clock_jiffies(), hz_known);
 
   // More prefixes than a bank holds: the trie answers.
-  std::vector<Ipv4Prefix> many;
-  for (int i = 0; i <= RP_SNAT_FAST_EXCLUSIONS; ++i) {
-    many.push_back(Ipv4Prefix{Ipv4Addr::FromOctets(10, 200, static_cast<uint8_t>(i), 0), 24});
-  }
-  ASSERT_OK(prog->ReplaceExclusions(many));
+  ASSERT_OK(prog->ReplaceExclusions(MoreThanABank({})));
   ASSERT_OK_AND_ASSIGN(snap, ReadPinnedSnatMaps(options_.pin_dir));
   EXPECT_FALSE(snap.exclusions_in_array);
 

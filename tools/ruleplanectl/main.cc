@@ -360,8 +360,8 @@ int Snat() {
   absl::PrintF("settings:       %s\n", r.settings());
   if (!r.bpf_hook().empty()) absl::PrintF("tc hook:        %s\n", r.bpf_hook());
   if (!r.bpf_l4_checksum().empty()) {
-    absl::PrintF("datapath:       l4 checksums %s, clock %s, exclusions %s\n", r.bpf_l4_checksum(),
-                 r.bpf_clock().empty() ? "unknown" : r.bpf_clock(), r.bpf_exclusions());
+    absl::PrintF("datapath:       l4 checksums %s, clock %s, exclusions %s\n", r.bpf_l4_checksum(), r.bpf_clock(),
+                 r.bpf_exclusions());
   }
   absl::PrintF("translations:   %d (capacity %d per destination and egress address)\n", r.translations(),
                r.port_capacity());

@@ -173,6 +173,7 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
     LOG(INFO) << "bpf snat program loaded pin_dir=" << plan.pin_dir << " reused_maps=" << program->reused_maps().size()
               << " ports=" << plan.port_min << "-" << plan.port_max << " attach=" << TcAttachName(attach);
     program_ = std::move(program);
+    PublishDatapath();  // a program's maps never change: once per load
     loaded_ = plan;
     if (!old_pin_dir.empty() && old_pin_dir != plan.pin_dir) {
       if (absl::Status s = RemoveSnatPins(old_pin_dir); !s.ok()) LOG(WARNING) << "old bpf pins: " << s;
@@ -226,7 +227,6 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
   if (absl::Status s = program_->FinishFlowMapMigration(); !s.ok() && destroyed.ok()) destroyed = s;
   loaded_ = plan;
   pods_ = pods.size();
-  PublishDatapath();
   absl::Status recorded_now = WriteRecord();
   return destroyed.ok() ? recorded_now : destroyed;
 }

@@ -145,8 +145,9 @@ class SnatProgram {
   // Whether the stamp clock is jiffies (SnatProgramOptions::clock_jiffies
   // and libbpf found the kernel's CONFIG_HZ) rather than the ktime helper.
   bool clock_jiffies() const;
-  // Kernel id of ruleplane_rnat as this program uses it (after a finished
-  // resize, the pinned one; ReadPinnedSnatMaps' flow_map_id).
+  // Kernel id of ruleplane_rnat as this program uses it; fixed for the
+  // program's life (a resize moves the pin to it, ReadPinnedSnatMaps'
+  // flow_map_id then matches).
   absl::StatusOr<uint32_t> flow_map_id() const;
   // Names of the maps adopted from existing pins (empty on a fresh start;
   // migrated flow maps are not among them).
