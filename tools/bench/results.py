@@ -222,8 +222,11 @@ def run_all(a, raw):
         run_stdout("ruleplane-bench", cmd, p)
     if "snat" in only:
         p = os.path.join(raw, "snat.json")
+        # With the -keepport variants: the same conntrack NAT without the
+        # random flags, so the page weighs the fully-random default.
         run("snat_bench", [py, os.path.join(BENCH, "snat_bench.py")] + b +
-            ["--rounds", "3" if a.quick else "7", "--json", p], p)
+            ["--rounds", "3" if a.quick else "7", "--json", p,
+             "--variants", "bpf,nftables,iptables,nftables-keepport,iptables-keepport"], p)
         # The programs' own cost per packet, path by path (BPF_PROG_TEST_RUN).
         prog = os.path.join(a.build_abs, "tools", "ruleplane-bpf-bench")
         p = os.path.join(raw, "snatprog.json")
@@ -651,7 +654,8 @@ def snat_section(sn, lines, prog=()):
         return
     sn = sn[0]
     args, res = sn["args"], sn["results"]
-    variants = [v for v in ("no-nat", "bpf", "nftables", "iptables") if v in res]
+    variants = [v for v in ("no-nat", "bpf", "nftables", "iptables", "nftables-keepport", "iptables-keepport")
+                if v in res]
     lines.append(f"`tools/bench/snat_bench.py`: pod ns → node ns → outside ns through the `bridge` + `host-local` + "
                  f"`ruleplane` chain; the agent's SNAT mode is switched by SIGHUP between rounds (no-nat: the outside "
                  f"routes the pod subnet back, the ceiling; iptables: `iptables-legacy` MASQUERADE --random-fully with "
@@ -680,6 +684,12 @@ def snat_section(sn, lines, prog=()):
         lines.append("")
         lines.append(f"- bpf ≥ nftables ≥ iptables (medians): throughput **{'PASS' if og else 'MISS'}**, "
                      f"new connections **{'PASS' if oc else 'MISS'}**")
+        if "nftables-keepport" in m and "iptables-keepport" in m:
+            nk, ik = m["nftables-keepport"], m["iptables-keepport"]
+            lines.append(f"- without `fully-random` (the -keepport rows: `snat_fully_random: false`, MASQUERADE "
+                         f"without --random-fully), bpf ≥ nftables ≥ iptables (medians): throughput "
+                         f"**{'PASS' if m['bpf'][0] >= nk[0] >= ik[0] else 'MISS'}**, new connections "
+                         f"**{'PASS' if m['bpf'][1] >= nk[1] >= ik[1] else 'MISS'}**")
         lines.append(f"- bpf ÷ no-nat: throughput {tg:.3f} (target ≥ {SNAT_TARGET_GBIT}) "
                      f"**{'PASS' if tg >= SNAT_TARGET_GBIT else 'MISS'}**, new connections {tc:.3f} (target ≥ "
                      f"{SNAT_TARGET_CONN}) **{'PASS' if tc >= SNAT_TARGET_CONN else 'MISS'}**")
@@ -743,8 +753,13 @@ def snat_section(sn, lines, prog=()):
                      "SYN. Reported on netfilter-devel in June 2026 for Kubernetes' `MASQUERADE --random-fully` "
                      "(short-connection rate halved); the fix under discussion rewrites the timestamp at NAT time. "
                      "Since Linux 5.0 a colliding port is re-drawn at random with or without the random flags, so "
-                     "`snat_fully_random: false` (keep the pod's port when free) avoids the reuse; the default stays "
-                     "`fully-random` as the SNAT issue asks.")
+                     "`snat_fully_random: false` (keep the pod's port when free) avoids the reuse" + (
+                         "" if not all(res.get(v, {}).get("syn_retrans") for v in ("nftables-keepport",
+                                                                                   "iptables-keepport"))
+                         else " (this run's -keepport rows: " + ", ".join(
+                             f"{v} {med(res[v]['syn_retrans']):.0f} SYN retransmits per run"
+                             for v in ("nftables-keepport", "iptables-keepport")) + ")")
+                     + "; the default stays `fully-random` as the SNAT issue asks.")
         for a, b in (("bpf", "nftables"), ("nftables", "iptables")):
             ga, gb = res[a]["gbit"], res[b]["gbit"]
             if m[a][0] < m[b][0] and min(ga) <= max(gb) and min(gb) <= max(ga):

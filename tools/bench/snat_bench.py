@@ -10,10 +10,13 @@ One topology, one run, four variants interleaved over --rounds:
   nftables  agent snat_mode nftables (conntrack NAT from our table)
   iptables  agent off + `iptables-legacy -t nat -A POSTROUTING ... -j MASQUERADE --random-fully`
   bpf-clsact  (opt-in) snat_mode bpf with snat_bpf_attach clsact
+  nftables-keepport  (opt-in) snat_mode nftables with snat_fully_random false
+  iptables-keepport  (opt-in) iptables, MASQUERADE without --random-fully
 
 Modes are switched on the running agent with SIGHUP (the same switch the
 product does). All NAT variants use the same port range (1024-65535) and
-random ports. Figures per variant: TCP throughput (iperf3, one stream,
+random ports (but the -keepport variants, which keep the pod's port when
+free, to weigh the fully-random default). Figures per variant: TCP throughput (iperf3, one stream,
 --seconds) and new-connection rate (connrate: --count short connections
 from --parallel threads, each connect + 1-byte request/response + close;
 every run uses a fresh server port so no variant inherits another's
@@ -45,7 +48,10 @@ NODE_IP, OUTSIDE_IP, POD_SUBNET = "192.168.79.1", "192.168.79.2", "10.96.0.0/24"
 VARIANTS = ("no-nat", "bpf", "nftables", "iptables")
 # Opt-in (--variants): the bpf backend hooked as clsact filters instead of
 # the default (tcx links where the kernel has them), to weigh the hook itself.
-EXTRA_VARIANTS = ("bpf-clsact",)
+# The -keepport variants: conntrack NAT without the random flags (the pod's
+# port is kept when free), the other side of the `fully-random` default.
+EXTRA_VARIANTS = ("bpf-clsact", "nftables-keepport", "iptables-keepport")
+KEEPPORT = ("nftables-keepport", "iptables-keepport")
 
 
 def tcx_progs(dev, ns=None):
@@ -142,10 +148,11 @@ class Bench:
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(0.5)
 
-    def write_config(self, mode, attach="auto"):
+    def write_config(self, mode, attach="auto", fully_random=True):
         with open(self.config, "w") as f:
             json.dump(dict({"snat_mode": mode, "snat_egress_interfaces": ["eth-out"], "snat_port_range": "1024-65535",
-                            "snat_exclude": [POD_SUBNET], "bpf_pin_dir": self.pin_dir, "snat_bpf_attach": attach},
+                            "snat_exclude": [POD_SUBNET], "bpf_pin_dir": self.pin_dir, "snat_bpf_attach": attach,
+                            "snat_fully_random": fully_random},
                            **json.loads(os.environ.get("RP_SNAT_BENCH_EXTRA", "{}"))), f)
 
     def start_agent(self):
@@ -159,26 +166,37 @@ class Bench:
         sys.exit("snat_bench: agent not ready; log in " + self.dir)
 
     def set_mode(self, variant):
-        mode = {"no-nat": "off", "iptables": "off", "bpf": "bpf", "bpf-clsact": "bpf", "nftables": "nftables"}[variant]
-        self.write_config(mode, "clsact" if variant == "bpf-clsact" else "auto")
+        mode = {"no-nat": "off", "iptables": "off", "bpf": "bpf", "bpf-clsact": "bpf", "nftables": "nftables",
+                "nftables-keepport": "nftables", "iptables-keepport": "off"}[variant]
+        random_fully = variant not in KEEPPORT
+        self.write_config(mode, "clsact" if variant == "bpf-clsact" else "auto", random_fully)
         self.agent.send_signal(signal.SIGHUP)
         for _ in range(200):
             st = json.loads(sh(self.ctl, f"--socket={self.sock}", "--json", "status").stdout)
             if st.get("snat_backend") == mode and (mode != "bpf" or self.hook_kind() == (
-                    "clsact" if variant == "bpf-clsact" else self.bpf_attach)):
+                    "clsact" if variant == "bpf-clsact" else self.bpf_attach)) and (
+                    mode != "nftables" or self.nft_fully_random() == random_fully):
                 break
             time.sleep(0.05)
         else:
-            sys.exit(f"snat_bench: agent did not switch to {mode}")
+            sys.exit(f"snat_bench: agent did not switch to {variant}")
         ipt = ["iptables-legacy", "-t", "nat"]
-        rule = ["POSTROUTING", "-s", POD_SUBNET, "-o", "eth-out", "-j", "MASQUERADE", "--random-fully"]
-        sh(*ipt, "-D", *rule, ns=self.node, check=False)
-        if variant == "iptables":
-            sh(*ipt, "-A", *rule, ns=self.node)
+        rule = ["POSTROUTING", "-s", POD_SUBNET, "-o", "eth-out", "-j", "MASQUERADE"]
+        for flags in (["--random-fully"], []):
+            sh(*ipt, "-D", *rule, *flags, ns=self.node, check=False)
+        if variant in ("iptables", "iptables-keepport"):
+            sh(*ipt, "-A", *rule, *(["--random-fully"] if random_fully else []), ns=self.node)
         sh("ip", "route", "del", POD_SUBNET, ns=self.outside, check=False)
         if variant == "no-nat":
             sh("ip", "route", "add", POD_SUBNET, "via", NODE_IP, ns=self.outside)
         time.sleep(0.3)
+
+    def nft_fully_random(self):
+        """Whether the agent's nftables SNAT rules carry fully-random now
+        (nftables mode and nftables-keepport share a mode: the rule tells
+        them apart once the reload has committed)."""
+        r = sh("nft", "list", "chain", "inet", "ruleplane", "snat-v4", ns=self.node, check=False)
+        return "fully-random" in r.stdout if " snat " in r.stdout else None
 
     def hook_kind(self):
         """"tcx" or "clsact": how the bpf programs hook eth-out right now."""
@@ -330,7 +348,7 @@ class Bench:
                 results[v]["gbit"].append(g)
                 results[v]["conn_s"].append(c)
                 results[v]["failed"] += failed
-                print(f"round {rnd + 1} {v:9s} tcp {g:7.2f} Gbit/s  new conns {c:9.0f}/s  failed {failed}  "
+                print(f"round {rnd + 1} {v:17s} tcp {g:7.2f} Gbit/s  new conns {c:9.0f}/s  failed {failed}  "
                       f"agent CPU {results[v]['agent_cpu_ms_per_1k_conns'][-1]:.1f} ms per 1000 conns  "
                       f"SYN retransmits {results[v]['syn_retrans'][-1]}", flush=True)
         return results
@@ -378,17 +396,22 @@ def main():
     base_g, base_c = med["no-nat"]
     print(f"\nmedian of {args.rounds} rounds; {args.seconds} s iperf3, {args.count} connections x {args.parallel} threads")
     print(f"bpf hooks tc as {bench.bpf_attach} links" if bench.bpf_attach == "tcx" else "bpf hooks tc as clsact filters")
-    print(f"{'variant':10s} {'TCP Gbit/s':>11s} {'ratio':>7s} {'conn/s':>10s} {'ratio':>7s} {'failed':>7s}")
+    print(f"{'variant':17s} {'TCP Gbit/s':>11s} {'ratio':>7s} {'conn/s':>10s} {'ratio':>7s} {'failed':>7s}")
     for v in args.variants:
         g, c = med[v]
         lo_g, hi_g, lo_c, hi_c = spread[v]
-        print(f"{v:10s} {g:11.2f} {g / base_g:7.3f} {c:10.0f} {c / base_c:7.3f} {results[v]['failed']:7d}"
+        print(f"{v:17s} {g:11.2f} {g / base_g:7.3f} {c:10.0f} {c / base_c:7.3f} {results[v]['failed']:7d}"
               f"   (Gbit/s {lo_g:.2f}-{hi_g:.2f}, conn/s {lo_c:.0f}-{hi_c:.0f})")
     if all(v in args.variants for v in VARIANTS):
         order_g = med["bpf"][0] >= med["nftables"][0] >= med["iptables"][0]
         order_c = med["bpf"][1] >= med["nftables"][1] >= med["iptables"][1]
         print(f"\nbpf >= nftables >= iptables: throughput {'yes' if order_g else 'no'}, "
               f"new conns {'yes' if order_c else 'no'}")
+    if all(v in args.variants for v in ("bpf",) + KEEPPORT):
+        nk, ik = med["nftables-keepport"], med["iptables-keepport"]
+        print(f"without fully-random, bpf >= nftables-keepport >= iptables-keepport: throughput "
+              f"{'yes' if med['bpf'][0] >= nk[0] >= ik[0] else 'no'}, "
+              f"new conns {'yes' if med['bpf'][1] >= nk[1] >= ik[1] else 'no'}")
     if "bpf" in med:
         print(f"bpf vs ceiling: throughput {med['bpf'][0] / base_g:.3f} (target 0.98), "
               f"new conns {med['bpf'][1] / base_c:.3f} (target 0.95)")
@@ -398,7 +421,7 @@ def main():
         r, b = results[v], results["no-nat"]
         pc = [x / y for x, y in zip(r["cpu_us_per_conn"], b["cpu_us_per_conn"]) if y]
         pg = [x / y for x, y in zip(r["cpu_s_per_100gbit"], b["cpu_s_per_100gbit"]) if y]
-        print(f"  {v:10s} {statistics.median(r['cpu_us_per_conn']):7.1f} us per connection ({statistics.median(pc):.3f})"
+        print(f"  {v:17s} {statistics.median(r['cpu_us_per_conn']):7.1f} us per connection ({statistics.median(pc):.3f})"
               f"   {statistics.median(r['cpu_s_per_100gbit']):6.2f} CPU s per 100 Gbit ({statistics.median(pg):.3f})")
     for v in (v for v in args.variants if v.startswith("bpf")):
         paired_g = [b / a for a, b in zip(results["no-nat"]["gbit"], results[v]["gbit"]) if a]
