@@ -659,7 +659,11 @@ def snat_section(sn, lines, prog=()):
     lines.append(f"`tools/bench/snat_bench.py`: pod ns → node ns → outside ns through the `bridge` + `host-local` + "
                  f"`ruleplane` chain; the agent's SNAT mode is switched by SIGHUP between rounds (no-nat: the outside "
                  f"routes the pod subnet back, the ceiling; iptables: `iptables-legacy` MASQUERADE --random-fully with "
-                 f"the agent's SNAT off; bpf: the programs hooked as "
+                 f"the agent's SNAT off; "
+                 + ("-keepport: the same two without the random flags (`snat_fully_random: false`, MASQUERADE "
+                    "without --random-fully), which keep the pod's port when free; " if "nftables-keepport" in res
+                    else "")
+                 + f"bpf: the programs hooked as "
                  f"{'tcx links' if sn.get('bpf_attach') == 'tcx' else 'clsact filters'}, what `snat_bpf_attach` auto "
                  f"picks on this kernel). {args['rounds']} rounds, variant order rotated every round; TCP = one "
                  f"iperf3 stream for {args['seconds']} s; new connections = {args['count']} short connections "
@@ -690,6 +694,11 @@ def snat_section(sn, lines, prog=()):
                          f"without --random-fully), bpf ≥ nftables ≥ iptables (medians): throughput "
                          f"**{'PASS' if m['bpf'][0] >= nk[0] >= ik[0] else 'MISS'}**, new connections "
                          f"**{'PASS' if m['bpf'][1] >= nk[1] >= ik[1] else 'MISS'}**")
+            pk = [b / a for a, b in zip(res["nftables-keepport"]["conn_s"], res["bpf"]["conn_s"]) if a]
+            lines.append(f"  (bpf ÷ nftables-keepport new connections per round, median [min–max]: "
+                         f"{spread(pk, lambda x: f'{x:.3f}')}; without the random flags the conntrack variants add "
+                         f"only a NAT binding to the connection tracking every variant pays here, and no TIME_WAIT "
+                         f"collisions)")
         lines.append(f"- bpf ÷ no-nat: throughput {tg:.3f} (target ≥ {SNAT_TARGET_GBIT}) "
                      f"**{'PASS' if tg >= SNAT_TARGET_GBIT else 'MISS'}**, new connections {tc:.3f} (target ≥ "
                      f"{SNAT_TARGET_CONN}) **{'PASS' if tc >= SNAT_TARGET_CONN else 'MISS'}**")
@@ -732,14 +741,26 @@ def snat_section(sn, lines, prog=()):
                            "Conntrack runs in the node namespace for every variant (the agent's own hostPort chains "
                            "are `type nat`), as on any kube-proxy node, so the conntrack variants add only the NAT "
                            "binding to connection tracking that is paid anyway, while bpf adds its own flow state.")
-        lines.append("- SYN retransmits: each is a connection that waited the 1 s initial retransmission timeout. "
-                     "With conntrack NAT and a random source port per flow (`fully-random`, nftables backend and "
-                     "`MASQUERADE --random-fully` alike), a new flow can be given a port whose tuple the server "
-                     "still holds in TIME_WAIT (the server closes first here); the server answers the SYN with an "
-                     "ACK of the old connection, the client resets and retries a second later. A handful of those "
-                     "per run decide the new-connection rate of both conntrack variants, which is why their order "
-                     "moves between runs. The bpf backend keeps one mapping per flow tuple, so a reused tuple "
-                     "reaches the server unchanged and TIME_WAIT lets it in.")
+        def fastest_with_retrans():
+            # The fastest conntrack run that still met TIME_WAIT: proof that
+            # most retransmits do not wait the 1 s timeout.
+            runs = [(c, n, v) for v in ("nftables", "iptables") if v in res
+                    for c, n in zip(res[v]["conn_s"], res[v].get("syn_retrans", [])) if n]
+            if not runs:
+                return ""
+            c, n, v = max(runs)
+            return (f" (this run: {v} finished {args['count']} connections with {n} SYN retransmits in "
+                    f"{args['count'] / c:.2f} s)")
+        lines.append("- SYN retransmits: with conntrack NAT and a random source port per flow (`fully-random`, "
+                     "nftables backend and `MASQUERADE --random-fully` alike), a new flow can be given a port whose "
+                     "tuple the server still holds in TIME_WAIT (the server closes first here); the server answers "
+                     "the SYN with an ACK of the old connection, the client resets (which ends the TIME_WAIT) and "
+                     "sends the SYN again. Linux resends it at once after the first such ACK, so most of these cost "
+                     "milliseconds" + fastest_with_retrans() + ", but now and then one waits the 1 s initial "
+                     "retransmission timeout, and that one wait adds a second to a run of well under one. So the "
+                     "conntrack variants' new-connection rates are bimodal, which is why their order moves between "
+                     "runs. The bpf backend keeps one mapping per flow tuple, so a reused tuple reaches the server "
+                     "unchanged and TIME_WAIT lets it in.")
         per_port = {True: "it does on this machine's kernel (snat_bench probes it: loopback sockets from adjacent "
                           "ports read unrelated TCP_TIMESTAMP values)",
                     False: "it does not on this machine's kernel (snat_bench's TCP_TIMESTAMP probe), so the "
