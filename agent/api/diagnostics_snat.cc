@@ -62,6 +62,9 @@ grpc::ServerUnaryReactor* DiagnosticsService::GetSnatStats(grpc::CallbackServerC
   if (stats->collected_at != absl::InfinitePast()) resp->set_collected_unix_us(absl::ToUnixMicros(stats->collected_at));
   resp->set_collect_seconds(absl::ToDoubleSeconds(stats->collect_duration));
   resp->set_port_capacity(stats->capacity_per_tuple);
+  resp->set_port_range(stats->port_range);
+  resp->set_ports_shared_with_node(stats->ports_shared_with_node);
+  resp->set_node_ephemeral_ports(stats->node_ephemeral_ports);
   resp->set_translations(stats->translations_total);
   resp->set_flow_table_capacity(stats->flow_table_capacity);
   resp->set_bpf_hook(stats->bpf_hook);

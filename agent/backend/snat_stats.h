@@ -40,6 +40,12 @@ struct SnatStats {
   absl::Time collected_at = absl::InfinitePast();
   absl::Duration collect_duration;
   uint32_t capacity_per_tuple = 0;
+  std::string port_range;  // the effective SNAT port range, "LO-HI"
+  // bpf: ports of port_range the node's own sockets may also be given as
+  // ephemeral ports (core::SharedEphemeralPorts), and the node's
+  // net.ipv4.ip_local_port_range ("LO-HI"). 0 and empty for nftables.
+  uint32_t ports_shared_with_node = 0;
+  std::string node_ephemeral_ports;
   uint64_t translations_total = 0;
   // bpf: translations the NAT maps hold (snat_bpf_max_flows, or the size
   // of the pinned maps). At translations_total == flow_table_capacity new

@@ -2,6 +2,8 @@
 
 #include <set>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -116,6 +118,43 @@ absl::StatusOr<PortRange> PortRange::Parse(absl::string_view text) {
 }
 
 std::string PortRange::ToString() const { return unset() ? "default" : absl::StrCat(lo, "-", hi); }
+
+absl::StatusOr<EphemeralPortOverlap> SharedEphemeralPorts(PortRange snat, absl::string_view local_port_range,
+                                                          absl::string_view reserved_ports) {
+  EphemeralPortOverlap out;
+  std::vector<absl::string_view> lohi =
+      absl::StrSplit(absl::StripAsciiWhitespace(local_port_range), absl::ByAnyChar(" \t"), absl::SkipEmpty());
+  uint32_t lo = 0, hi = 0;
+  if (lohi.size() != 2 || !absl::SimpleAtoi(lohi[0], &lo) || !absl::SimpleAtoi(lohi[1], &hi) || lo == 0 ||
+      lo > hi || hi > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ip_local_port_range: \"", absl::CEscape(local_port_range), "\" is not \"LO HI\""));
+  }
+  out.node = PortRange{static_cast<uint16_t>(lo), static_cast<uint16_t>(hi)};
+  // Ports the node may pick: its range minus the reserved ones.
+  std::vector<bool> node_may_pick(65536, false);
+  for (uint32_t p = lo; p <= hi; ++p) node_may_pick[p] = true;
+  for (absl::string_view item :
+       absl::StrSplit(absl::StripAsciiWhitespace(reserved_ports), ',', absl::SkipWhitespace())) {
+    absl::StatusOr<PortRange> r = PortRange::Parse(absl::StripAsciiWhitespace(item));
+    if (!r.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ip_local_reserved_ports: \"", absl::CEscape(reserved_ports), "\": ", r.status().message()));
+    }
+    for (uint32_t p = r->lo; p <= r->hi; ++p) node_may_pick[p] = false;
+  }
+  if (snat.unset()) return out;
+  for (uint32_t p = snat.lo; p <= snat.hi; ++p) {
+    if (!node_may_pick[p]) continue;
+    ++out.ports;
+    if (out.first.unset()) {
+      out.first = PortRange{static_cast<uint16_t>(p), static_cast<uint16_t>(p)};
+    } else if (out.first.hi + 1u == p && out.ports == out.first.size() + 1) {
+      out.first.hi = static_cast<uint16_t>(p);
+    }
+  }
+  return out;
+}
 
 PortRange SnatSettings::EffectivePorts() const {
   if (!ports.unset()) return ports;

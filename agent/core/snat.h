@@ -115,6 +115,24 @@ struct SnatSettings {
 // the config field name ("snat_egress_ips: ...").
 absl::Status ValidateSnatSettings(const SnatSettings& s);
 
+// bpf mode: the ports of the SNAT range that the node's own sockets may
+// also be given as ephemeral source ports (connect() or bind() to port 0):
+// `snat` ∩ net.ipv4.ip_local_port_range minus
+// net.ipv4.ip_local_reserved_ports. The tc programs do not see the node's
+// sockets, so a node connection from an egress address and a translated
+// flow to the same remote address and port can take the same port, and
+// the replies of one reach the other. conntrack (nftables mode) sees both.
+struct EphemeralPortOverlap {
+  uint32_t ports = 0;   // how many ports of `snat` the node may also pick
+  PortRange node;       // ip_local_port_range as read
+  PortRange first;      // the lowest contiguous run of shared ports (unset when none)
+};
+// `local_port_range`: the text of /proc/sys/net/ipv4/ip_local_port_range
+// ("32768\t60999\n"); `reserved_ports`: that of ip_local_reserved_ports
+// ("\n" or "8000-8100,9000\n"). InvalidArgument names the text it cannot read.
+absl::StatusOr<EphemeralPortOverlap> SharedEphemeralPorts(PortRange snat, absl::string_view local_port_range,
+                                                          absl::string_view reserved_ports);
+
 // One line for logs and diagnostics:
 // "mode=nftables ifaces=eth0 egress=192.0.2.1,192.0.2.2 exclude=10.0.0.0/8 ports=61000-65535".
 std::string DescribeSnat(const SnatSettings& s);

@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -165,8 +167,51 @@ backend::SnatStats SnatMonitor::Collect(const core::SnatSettings& settings) {
       stats.mode = core::SnatMode::kOff;
       break;
   }
+  if (settings.mode != core::SnatMode::kOff) stats.port_range = settings.EffectivePorts().ToString();
+  if (settings.mode == core::SnatMode::kBpf) {
+    CheckEphemeralPorts(settings, stats);
+  } else {
+    logged_shared_ports_.reset();
+  }
   stats.collected_at = absl::Now();
   return stats;
+}
+
+void SnatMonitor::CheckEphemeralPorts(const core::SnatSettings& settings, backend::SnatStats& stats) {
+  auto read = [this](const char* name) -> absl::StatusOr<std::string> {
+    const std::string path = absl::StrCat(options_.ipv4_sysctl_dir, "/", name);
+    std::ifstream in(path);
+    std::stringstream text;
+    if (!(text << in.rdbuf())) return absl::UnavailableError(absl::StrCat("cannot read ", path));
+    return text.str();
+  };
+  absl::StatusOr<std::string> range = read("ip_local_port_range");
+  // Absent on kernels without the knob: nothing is reserved then.
+  absl::StatusOr<std::string> reserved = read("ip_local_reserved_ports");
+  absl::StatusOr<core::EphemeralPortOverlap> shared =
+      range.ok() ? core::SharedEphemeralPorts(settings.EffectivePorts(), *range, reserved.ok() ? *reserved : "")
+                 : absl::StatusOr<core::EphemeralPortOverlap>(range.status());
+  if (!shared.ok()) {
+    absl::StrAppend(&stats.error, stats.error.empty() ? "" : "; ", "node ephemeral ports: ", shared.status().message());
+    return;
+  }
+  stats.ports_shared_with_node = shared->ports;
+  stats.node_ephemeral_ports = shared->node.ToString();
+  if (logged_shared_ports_ != shared->ports) {
+    if (shared->ports > 0) {
+      LOG(WARNING) << "snat: " << shared->ports << " ports of the bpf SNAT range " << stats.port_range
+                   << " (from " << shared->first.ToString() << ") are also the node's ephemeral ports "
+                   << "(net.ipv4.ip_local_port_range " << stats.node_ephemeral_ports
+                   << ", minus ip_local_reserved_ports): the tc programs do not see the node's sockets, so a node "
+                   << "connection from an egress address and a translated flow to the same remote address and port "
+                   << "can take the same port; set snat_port_range outside it or reserve it in "
+                   << "net.ipv4.ip_local_reserved_ports";
+    } else if (logged_shared_ports_) {
+      LOG(INFO) << "snat: the bpf SNAT range " << stats.port_range << " no longer shares ports with the node's "
+                << "ephemeral ports";
+    }
+    logged_shared_ports_ = shared->ports;
+  }
 }
 
 void SnatMonitor::CollectNft(const core::SnatSettings& settings, backend::SnatStats& stats) {
@@ -317,6 +362,10 @@ void SnatMonitor::Publish(const backend::SnatStats& stats) {
   registry_->GetGauge("ruleplane_snat_port_capacity",
                       "Translations one (egress address, destination address, port, protocol) tuple can hold")
       ->Set(stats.capacity_per_tuple);
+  registry_->GetGauge("ruleplane_snat_ports_shared_with_node",
+                      "bpf: ports of the SNAT range the node's own sockets may also be given as ephemeral ports "
+                      "(net.ipv4.ip_local_port_range minus ip_local_reserved_ports); keep it 0. 0 for nftables")
+      ->Set(stats.ports_shared_with_node);
   registry_->GetGauge("ruleplane_snat_flow_table_capacity",
                       "bpf: translations the NAT maps hold; at sum(ruleplane_snat_translations) equal to it, new flows "
                       "evict the least recently used (raise snat_bpf_max_flows). 0 for nftables")

@@ -40,6 +40,9 @@ struct SnatMonitorOptions {
   // bpf: how the loaded programs run, as BpfSnatPort publishes it
   // (optional; without it GetSnatStats leaves bpf_l4_checksum/bpf_clock empty).
   std::shared_ptr<const BpfDatapathBoard> bpf_datapath;
+  // bpf: where net.ipv4.ip_local_port_range and ip_local_reserved_ports
+  // are read (per network namespace: the agent's own).
+  std::string ipv4_sysctl_dir = "/proc/sys/net/ipv4";
 };
 
 // The pause before the next scan: `interval`, stretched so that scanning
@@ -73,6 +76,9 @@ class SnatMonitor {
   backend::SnatStats Collect(const core::SnatSettings& settings);
   void CollectNft(const core::SnatSettings& settings, backend::SnatStats& stats);
   void CollectBpf(const core::SnatSettings& settings, backend::SnatStats& stats);
+  // bpf: fills ports_shared_with_node and node_ephemeral_ports from the
+  // sysctls; logs a warning when the count changes to a non-zero value.
+  void CheckEphemeralPorts(const core::SnatSettings& settings, backend::SnatStats& stats);
   void Publish(const backend::SnatStats& stats);
 
   Engine* engine_;
@@ -104,6 +110,8 @@ class SnatMonitor {
     std::vector<backend::SnatTupleUsage> usage;
   };
   std::optional<BpfUsageCache> bpf_usage_;
+  // bpf: the shared-port count last logged, so a change is logged once.
+  std::optional<uint32_t> logged_shared_ports_;
   std::thread thread_;
 
   metrics::Counter* scan_errors_;

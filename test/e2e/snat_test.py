@@ -440,6 +440,37 @@ class SnatTest(LabTestCase):
         self.assertIn('ruleplane_snat_bpf_datapath_info{clock="%s",exclusions="array",l4_checksum="%s"} 1'
                       % (stats["bpf_clock"], stats["bpf_l4_checksum"]), lab.metrics())
 
+    def test_bpf_reports_ports_it_shares_with_the_nodes_ephemeral_ports(self):
+        # The tc programs do not see the node's sockets: the agent says how
+        # many ports of its range the node may also pick for itself.
+        lab = self.lab("bpfeph", bpf_snat())
+        sysctl = lambda knob, value: sh("sysctl", "-qw", f"net.ipv4.{knob}={value}", ns=lab.node)
+        sysctl("ip_local_port_range", "32768 60999")  # Linux's default, below the bpf default range
+        stats = wait_for(lambda: (s := lab.snat_stats()).get("node_ephemeral_ports") == "32768-60999" and s,
+                         what="node_ephemeral_ports in GetSnatStats")
+        self.assertEqual(stats["port_range"], "61000-65535")
+        self.assertEqual(int(stats.get("ports_shared_with_node", 0)), 0, stats)
+        self.assertIn("ruleplane_snat_ports_shared_with_node 0\n", lab.metrics())
+        self.assertNotIn("ephemeral", lab.ctl("snat").stdout.decode())
+
+        sysctl("ip_local_port_range", "60000 62001")  # 61000-62001 shared
+        stats = wait_for(lambda: (s := lab.snat_stats()).get("ports_shared_with_node") == 1002 and s,
+                         what="1002 shared ports")
+        self.assertEqual(stats["node_ephemeral_ports"], "60000-62001")
+        self.assertIn("ruleplane_snat_ports_shared_with_node 1002\n", lab.metrics())
+        text = lab.ctl("snat").stdout.decode()
+        self.assertIn("1002 of these ports are also the node's ephemeral ports (net.ipv4.ip_local_port_range "
+                      "60000-62001)", text)
+        self.assertIn("ports of the bpf SNAT range 61000-65535 (from 61000-62001) are also the node's ephemeral",
+                      lab.log())
+
+        # Reserved ports are never handed out as ephemeral ones.
+        sysctl("ip_local_reserved_ports", "61000-61999")
+        wait_for(lambda: lab.snat_stats().get("ports_shared_with_node") == 2, what="2 shared ports")
+        sysctl("ip_local_reserved_ports", "61000-65535")
+        wait_for(lambda: int(lab.snat_stats().get("ports_shared_with_node", 0)) == 0, what="no shared ports")
+        self.assertIn("no longer shares ports with the node's ephemeral ports", lab.log())
+
     def test_bpf_attach_switch_between_clsact_and_tcx_keeps_flows(self):
         lab = self.lab("bpfatt", bpf_snat(snat_bpf_attach="clsact"))
         if lab.tcx() is None:

@@ -363,8 +363,14 @@ int Snat() {
     absl::PrintF("datapath:       l4 checksums %s, clock %s, exclusions %s\n", r.bpf_l4_checksum(), r.bpf_clock(),
                  r.bpf_exclusions());
   }
-  absl::PrintF("translations:   %d (capacity %d per destination and egress address)\n", r.translations(),
-               r.port_capacity());
+  absl::PrintF("translations:   %d (capacity %d per destination and egress address: ports %s)\n",
+               r.translations(), r.port_capacity(), r.port_range());
+  if (r.ports_shared_with_node() > 0) {
+    absl::PrintF("WARNING:        %d of these ports are also the node's ephemeral ports (net.ipv4.ip_local_port_range "
+                 "%s): a node connection from an egress address and a translated flow can take the same port; set "
+                 "snat_port_range outside it or reserve it in net.ipv4.ip_local_reserved_ports\n",
+                 r.ports_shared_with_node(), r.node_ephemeral_ports());
+  }
   if (r.flow_table_capacity() > 0) {
     absl::PrintF("flow table:     %d of %d (%.0f%%; when full, new flows evict the least recently used: raise "
                  "snat_bpf_max_flows)\n",

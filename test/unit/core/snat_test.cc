@@ -55,6 +55,45 @@ TEST(PortRangeTest, Parses) {
   EXPECT_FALSE(PortRange::Parse("a-b").ok());
 }
 
+TEST(SharedEphemeralPortsTest, TheBpfDefaultIsClearOfLinuxsDefault) {
+  absl::StatusOr<EphemeralPortOverlap> o = SharedEphemeralPorts(kBpfDefaultPorts, "32768\t60999\n", "\n");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->ports, 0u);
+  EXPECT_EQ(o->node, (PortRange{32768, 60999}));
+  EXPECT_TRUE(o->first.unset());
+}
+
+TEST(SharedEphemeralPortsTest, CountsTheOverlapMinusReservedPorts) {
+  absl::StatusOr<EphemeralPortOverlap> o = SharedEphemeralPorts(PortRange{30000, 65535}, "32768 60999", "");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->ports, 60999u - 32768 + 1);
+  EXPECT_EQ(o->first, (PortRange{32768, 60999}));
+  // Reserved ports are never given out as ephemeral ones; the first shared
+  // run ends where the first reservation starts.
+  o = SharedEphemeralPorts(PortRange{30000, 65535}, "32768 60999", "40000-40099,50000, 70-80\n");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->ports, 60999u - 32768 + 1 - 100 - 1);
+  EXPECT_EQ(o->first, (PortRange{32768, 39999}));
+  o = SharedEphemeralPorts(PortRange{61000, 65535}, "1024 65535", "61000-62000");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->ports, 65535u - 62001 + 1);
+  EXPECT_EQ(o->first, (PortRange{62001, 65535}));
+  o = SharedEphemeralPorts(PortRange{61000, 65535}, "1024 65535", "1-65535");
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->ports, 0u);
+}
+
+TEST(SharedEphemeralPortsTest, UnreadableSysctlTextIsNamed) {
+  absl::StatusOr<EphemeralPortOverlap> o = SharedEphemeralPorts(kBpfDefaultPorts, "32768", "");
+  ASSERT_FALSE(o.ok());
+  EXPECT_THAT(std::string(o.status().message()), HasSubstr("ip_local_port_range"));
+  EXPECT_FALSE(SharedEphemeralPorts(kBpfDefaultPorts, "60999 32768", "").ok());
+  EXPECT_FALSE(SharedEphemeralPorts(kBpfDefaultPorts, "0 100", "").ok());
+  o = SharedEphemeralPorts(kBpfDefaultPorts, "32768 60999", "8000-x");
+  ASSERT_FALSE(o.ok());
+  EXPECT_THAT(std::string(o.status().message()), HasSubstr("ip_local_reserved_ports"));
+}
+
 SnatSettings Valid(SnatMode mode) {
   SnatSettings s;
   s.mode = mode;
