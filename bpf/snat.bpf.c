@@ -78,6 +78,13 @@ const volatile __s32 xlate_verdict = TC_ACT_OK;
  * stamp is read on every translated packet.
  */
 const volatile bool clock_jiffies = true;
+/*
+ * snat_fully_random off: a new flow first tries the pod's own source port
+ * (ICMP: its echo identifier) when it lies in the range, as conntrack NAT
+ * without the random flags does; when that port is taken it probes from a
+ * random start like the default.
+ */
+const volatile bool keep_port = false;
 
 /*
  * L4 checksums are written directly when skb->ip_summed says what the field
@@ -791,6 +798,8 @@ static __always_inline __u32 rp_snat_alloc(const struct rp_nat_key *fk,
 	__u32 zero = 0, idx, count, range;
 	__u16 now = rv.stamp & RP_STAMP_CLOCK_MASK;
 	bool tried = false, failed_over = false;
+	__u16 own = bpf_ntohs(fk->sport);
+	bool keep = keep_port && own >= port_min && own <= port_max;
 
 	cfg = bpf_map_lookup_elem(&ruleplane_cfg, &zero);
 	/* An array lookup at index 0 cannot fail; the verifier insists. */
@@ -827,7 +836,10 @@ static __always_inline __u32 rp_snat_alloc(const struct rp_nat_key *fk,
 			/* A range smaller than max_retries is fully probed. */
 			if (i >= max_retries || i >= range)
 				break;
-			rk.egress_port = bpf_htons(port_min + (start + i) % range);
+			if (keep && i == 0)
+				rk.egress_port = fk->sport;
+			else
+				rk.egress_port = bpf_htons(port_min + (start + i) % range);
 			/*
 			 * The claim: BPF_NOEXIST is atomic under the bucket
 			 * lock, so of two flows racing for a tuple one wins.

@@ -30,6 +30,7 @@ render::BpfSnatPlan BpfSnatBackend::PlanBpf() const {
   plan.port_max = ports.hi;
   plan.max_retries = settings_.bpf_max_retries;
   plan.max_flows = settings_.bpf_max_flows;
+  plan.fully_random = settings_.fully_random;
   plan.attach = settings_.bpf_attach;
   return plan;
 }

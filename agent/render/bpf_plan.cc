@@ -15,7 +15,7 @@ std::string BpfPlanToText(const BpfSnatPlan& plan) {
   std::string out = absl::StrCat("bpf snat pin_dir ", plan.pin_dir, " ports ", plan.port_min, "-", plan.port_max,
                                  " max_retries ", plan.max_retries,
                                  " max_flows ", plan.max_flows, " attach ",
-                                 core::BpfAttachName(plan.attach), "\n");
+                                 core::BpfAttachName(plan.attach), plan.fully_random ? "" : " keep_port", "\n");
   for (const std::string& ifname : plan.interfaces) {
     absl::StrAppend(&out, "attach tc ingress+egress ", ifname, "\n");
   }

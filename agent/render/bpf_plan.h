@@ -37,6 +37,7 @@ struct BpfSnatPlan {
   uint16_t port_max = 0;
   uint32_t max_retries = 0;
   uint32_t max_flows = 0;
+  bool fully_random = true;              // false: a flow first tries its own port
   core::BpfAttach attach = core::BpfAttach::kAuto;  // tc hook kind
 
   friend bool operator==(const BpfSnatPlan&, const BpfSnatPlan&) = default;

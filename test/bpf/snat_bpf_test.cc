@@ -545,6 +545,50 @@ TEST_F(PrivilegedBpfSnatTest, SameFlowReusesTranslation) {
   EXPECT_EQ(Count(RP_NAT_NEW), 2u);
 }
 
+// snat_fully_random off (keep_port): a new flow keeps the pod's port when it
+// is in the range and free; a second pod with the same port to the same
+// remote gets another one; a port outside the range is drawn as usual. On
+// (the default), ports are drawn at random whatever the pod's port.
+TEST_F(PrivilegedBpfSnatTest, KeepPortTriesThePodsOwnPortFirst) {
+  SnatConfig config;
+  config.port_min = 1024;
+  config.port_max = 65535;
+  config.keep_port = true;
+  Load(config, {kEgress1});
+  for (uint16_t sport : {40000, 40001, 55555}) {
+    ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(Egress(BuildTcp(kPod, sport, kRemote, 443)).out));
+    EXPECT_EQ(p.src, kEgress1);
+    EXPECT_EQ(p.sport, sport) << "free and in range: kept";
+    EXPECT_TRUE(p.l4_checksum_ok);
+  }
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket taken, ParseFrame(Egress(BuildTcp(kPod2, 40000, kRemote, 443)).out));
+  EXPECT_EQ(taken.src, kEgress1);
+  EXPECT_NE(taken.sport, 40000) << "kPod's flow holds 40000 towards kRemote:443";
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket elsewhere, ParseFrame(Egress(BuildTcp(kPod2, 40000, kRemote2, 443)).out));
+  EXPECT_EQ(elsewhere.sport, 40000) << "another remote: the port is free there";
+  // The reply of the kept-port flow reaches its pod.
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket back,
+                       ParseFrame(Ingress(BuildTcp(kRemote, 443, kEgress1, 40001, {}, kTcpSyn | kTcpAck)).out));
+  EXPECT_EQ(back.dst, kPod);
+  EXPECT_EQ(back.dport, 40001);
+
+  config.port_min = 61000;
+  Load(config, {kEgress1});
+  ASSERT_OK_AND_ASSIGN(const ParsedPacket outside, ParseFrame(Egress(BuildTcp(kPod, 40000, kRemote, 443)).out));
+  EXPECT_GE(outside.sport, 61000) << "not in range: drawn from the range";
+
+  // fully random: each flow keeps its port by a 1 in 64512 chance.
+  config.port_min = 1024;
+  config.keep_port = false;
+  Load(config, {kEgress1});
+  int kept = 0;
+  for (uint16_t sport = 42000; sport < 42020; ++sport) {
+    ASSERT_OK_AND_ASSIGN(const ParsedPacket p, ParseFrame(Egress(BuildTcp(kPod, sport, kRemote, 443)).out));
+    kept += p.sport == sport;
+  }
+  EXPECT_LE(kept, 1);
+}
+
 // With a 2-port range and two egress addresses, flows 3 and 4 to the same
 // remote endpoint fail over to the second address (counted), flow 5 is
 // dropped with RP_DROP_NO_PORT, and a flow to another remote still fits on

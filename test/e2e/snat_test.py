@@ -394,7 +394,31 @@ class SnatTest(LabTestCase):
         self.assertEqual(c.open(), (1, NODE_IP))
         self.assertEqual(lab.once(ns, "udp"), NODE_IP)
 
+    def check_fully_random_off_keeps_the_pods_port(self, lab, snat):
+        # snat_fully_random false: a free pod port in the range is kept (as
+        # conntrack NAT without the random flags does), in both backends.
+        ns, _ = lab.add_pod(1)
+
+        def udp_from(port):
+            r = sh(sys.executable, "-c", "import socket,sys\n"
+                   "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(5)\n"
+                   f"s.bind(('0.0.0.0',{port}));s.sendto(b'x',('{OUTSIDE_IP}',{PORT}))\n"
+                   "sys.stdout.write(s.recv(100).decode())", ns=ns, check=False, timeout=30)
+            return r.stdout.decode().split()
+
+        self.assertEqual(udp_from(45678), [NODE_IP, "45678"])
+        self.assertEqual(udp_from(45679), [NODE_IP, "45679"])
+        lab.reload(dict(snat, snat_fully_random=True))
+        seen = [udp_from(p) for p in range(45680, 45690)]
+        self.assertTrue(all(v and v[0] == NODE_IP for v in seen), seen)
+        kept = sum(int(v[1]) == p for v, p in zip(seen, range(45680, 45690)))
+        self.assertLessEqual(kept, 1, f"fully random: each flow keeps its port by a 1 in 64512 chance: {seen}")
+
     # --- nftables ---
+
+    def test_nftables_fully_random_off_keeps_the_pods_port(self):
+        snat = nft_snat(snat_port_range="1024-65535", snat_fully_random=False)
+        self.check_fully_random_off_keeps_the_pods_port(self.lab("nftkeep", snat), snat)
 
     def test_nftables_egress_reply_and_exclusion(self):
         lab = self.lab("nft", nft_snat())
@@ -439,6 +463,10 @@ class SnatTest(LabTestCase):
         self.assertEqual(stats.get("bpf_exclusions"), "array", "two exclusion prefixes fit the inline array")
         self.assertIn('ruleplane_snat_bpf_datapath_info{clock="%s",exclusions="array",l4_checksum="%s"} 1'
                       % (stats["bpf_clock"], stats["bpf_l4_checksum"]), lab.metrics())
+
+    def test_bpf_fully_random_off_keeps_the_pods_port(self):
+        snat = bpf_snat(snat_port_range="1024-65535", snat_fully_random=False)
+        self.check_fully_random_off_keeps_the_pods_port(self.lab("bpfkeep", snat), snat)
 
     def test_bpf_reports_ports_it_shares_with_the_nodes_ephemeral_ports(self):
         # The tc programs do not see the node's sockets: the agent says how

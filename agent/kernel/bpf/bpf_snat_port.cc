@@ -132,7 +132,8 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
   ASSIGN_OR_RETURN(const TcAttach attach, ResolveAttach(plan));
   const bool reload = !program_ || loaded_.pin_dir != plan.pin_dir || loaded_.port_min != plan.port_min ||
                       loaded_.port_max != plan.port_max || loaded_.max_retries != plan.max_retries ||
-                      loaded_.max_flows != plan.max_flows || program_->attach() != attach;
+                      loaded_.max_flows != plan.max_flows || loaded_.fully_random != plan.fully_random ||
+                      program_->attach() != attach;
   // Hooks of the other kind (the attach setting changed) are replaced below:
   // the new ones attach first, then these go.
   std::map<std::string, TcHook> replaced;
@@ -149,6 +150,7 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
     o.config.port_max = plan.port_max;
     o.config.max_retries = plan.max_retries;
     o.config.max_flows = plan.max_flows;
+    o.config.keep_port = !plan.fully_random;
     o.pin_dir = plan.pin_dir;
     ASSIGN_OR_RETURN(std::unique_ptr<SnatProgram> program, SnatProgram::Create(o));
     RETURN_IF_ERROR(fill(*program));

@@ -252,6 +252,7 @@ absl::StatusOr<OpenedSnat> OpenSnat(const SnatProgramOptions& options) {
   skel->rodata->max_retries = options.config.max_retries;
   skel->rodata->l2_hdr_len = options.config.l2_header_len;
   skel->rodata->clock_jiffies = options.clock_jiffies;
+  skel->rodata->keep_port = options.config.keep_port;
   // One pair of programs is loaded (see bpf/snat.bpf.c): a kernel without
   // the kfunc never verifies a call to it.
   for (bpf_program* prog : {skel->progs.snat_egress, skel->progs.snat_ingress}) {

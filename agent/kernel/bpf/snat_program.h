@@ -54,6 +54,9 @@ struct SnatConfig {
   // RP_SNAT_MAX_FLOWS_MIN..RP_SNAT_MAX_FLOWS_LIMIT. Pinned maps of another
   // size are migrated (see FinishFlowMapMigration()).
   uint32_t max_flows = RP_SNAT_MAX_FLOWS;
+  // snat_fully_random off: a new flow first tries the pod's own port when
+  // it lies in the range (then random probing, as with it on).
+  bool keep_port = false;
 };
 
 // InvalidArgument naming the bad field; pure.

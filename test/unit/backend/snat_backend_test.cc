@@ -112,6 +112,16 @@ TEST(BpfSnatBackendTest, DefaultPortsAreAboveTheLocalPortRange) {
   EXPECT_EQ(plan.port_max, 65535);
 }
 
+TEST(BpfSnatBackendTest, FullyRandomOffAsksTheProgramsToKeepThePodsPort) {
+  core::SnatSettings s = Settings(core::SnatMode::kBpf);
+  EXPECT_TRUE(BpfSnatBackend(s).PlanBpf().fully_random);
+  s.fully_random = false;
+  const render::BpfSnatPlan plan = BpfSnatBackend(s).PlanBpf();
+  EXPECT_FALSE(plan.fully_random);
+  EXPECT_NE(plan, BpfSnatBackend(Settings(core::SnatMode::kBpf)).PlanBpf()) << "a change reloads the programs";
+  EXPECT_THAT(render::BpfPlanToText(plan), ::testing::HasSubstr(" keep_port\n"));
+}
+
 // --- failover steering ---
 
 SnatTupleUsage Use(const char* egress, const char* remote, uint16_t port, uint8_t proto, uint32_t n) {
