@@ -173,7 +173,8 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
     // attached, a short gap in a change that loses the NAT state anyway.)
     const std::string old_pin_dir = program_ ? loaded_.pin_dir : recorded_pin_dir;
     LOG(INFO) << "bpf snat program loaded pin_dir=" << plan.pin_dir << " reused_maps=" << program->reused_maps().size()
-              << " ports=" << plan.port_min << "-" << plan.port_max << " attach=" << TcAttachName(attach);
+              << " ports=" << plan.port_min << "-" << plan.port_max
+              << (plan.fully_random ? " fully_random" : " keep_port") << " attach=" << TcAttachName(attach);
     program_ = std::move(program);
     PublishDatapath();  // a program's maps never change: once per load
     loaded_ = plan;
