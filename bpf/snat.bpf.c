@@ -28,7 +28,11 @@
  * The port range must not overlap the node's ip_local_port_range (or must be
  * listed in ip_local_reserved_ports) when an egress address is also the node's
  * own address: otherwise a host socket and a pod flow can pick the same tuple
- * and the host's replies would be sent into the pod.
+ * and the host's replies would be sent into the pod. The allocator skips a
+ * port that a host socket already holds towards the flow's remote
+ * (rp_node_holds, RP_NAT_NODE_SOCKET); the other order, a host connect()
+ * picking a port a pod flow holds, only the disjoint range prevents (the
+ * agent reports an overlap).
  *
  * Every key, value and constant layout lives in bpf/include/ruleplane/; the
  * agent fills the maps (agent/kernel/bpf/snat_program.h).
@@ -775,11 +779,48 @@ static __always_inline bool rp_reclaim(struct rp_rnat_val *cur,
 }
 
 /*
+ * Whether a socket of the node (the skb's netns) holds @eport on @eaddr
+ * towards @raddr:@rport, i.e. would receive the replies of a flow translated
+ * to that port. The node picks its ephemeral ports without looking at our
+ * maps, so a SNAT range kept clear of net.ipv4.ip_local_port_range is what
+ * prevents the other order (the agent reports an overlap); this catches a
+ * node socket that was there first or was bound explicitly. TCP finds
+ * established, TIME_WAIT and listening sockets, UDP connected and bound
+ * ones. ICMP echo has no such lookup.
+ */
+static __always_inline bool rp_node_holds(struct __sk_buff *skb, __u8 proto,
+					  __be32 eaddr, __be16 eport,
+					  __be32 raddr, __be16 rport)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+
+	/* As the node would receive a reply: from the remote to us. */
+	t.ipv4.saddr = raddr;
+	t.ipv4.daddr = eaddr;
+	t.ipv4.sport = rport;
+	t.ipv4.dport = eport;
+	if (proto == IPPROTO_TCP)
+		sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4),
+					BPF_F_CURRENT_NETNS, 0);
+	else if (proto == IPPROTO_UDP)
+		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4),
+				       BPF_F_CURRENT_NETNS, 0);
+	else
+		return false;
+	if (!sk)
+		return false;
+	bpf_sk_release(sk);
+	return true;
+}
+
+/*
  * Allocates a new (egress address, port) for the flow @fk and claims it by
  * inserting the reverse entry, or by reclaiming an idle one. Returns 0 with
  * @out filled, or the drop reason.
  */
-static __always_inline __u32 rp_snat_alloc(const struct rp_nat_key *fk,
+static __always_inline __u32 rp_snat_alloc(struct __sk_buff *skb,
+					   const struct rp_nat_key *fk,
 					   const struct rp_pkt *p,
 					   struct rp_nat_val *out)
 {
@@ -840,6 +881,13 @@ static __always_inline __u32 rp_snat_alloc(const struct rp_nat_key *fk,
 				rk.egress_port = fk->sport;
 			else
 				rk.egress_port = bpf_htons(port_min + (start + i) % range);
+			if (rp_node_holds(skb, fk->proto, eaddr, rk.egress_port,
+					  fk->daddr, fk->dport)) {
+				rp_count(RP_NAT_NODE_SOCKET);
+				if (st)
+					st->collisions++;
+				continue;
+			}
 			/*
 			 * The claim: BPF_NOEXIST is atomic under the bucket
 			 * lock, so of two flows racing for a tuple one wins.
@@ -881,7 +929,8 @@ static __always_inline __u32 rp_snat_alloc(const struct rp_nat_key *fk,
  * this flow. A lost reverse half is re-claimed; a port that another flow
  * claimed in the meantime makes the forward entry stale.
  */
-static __always_inline __u32 rp_snat_lookup(const struct rp_nat_key *fk,
+static __always_inline __u32 rp_snat_lookup(struct __sk_buff *skb,
+					    const struct rp_nat_key *fk,
 					    const struct rp_pkt *p,
 					    struct rp_nat_val *out)
 {
@@ -921,7 +970,7 @@ static __always_inline __u32 rp_snat_lookup(const struct rp_nat_key *fk,
 		bpf_map_delete_elem(&ruleplane_nat, fk);
 	}
 
-	reason = rp_snat_alloc(fk, p, out);
+	reason = rp_snat_alloc(skb, fk, p, out);
 	if (reason)
 		return reason;
 
@@ -1046,7 +1095,7 @@ static __always_inline int rp_snat_egress(struct __sk_buff *skb,
 	fk.sport = p.sport;
 	fk.dport = p.dport;
 	fk.proto = p.proto;
-	reason = rp_snat_lookup(&fk, &p, &nv);
+	reason = rp_snat_lookup(skb, &fk, &p, &nv);
 	if (reason) {
 		rp_count(reason);
 		return TC_ACT_SHOT;

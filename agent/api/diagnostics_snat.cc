@@ -30,6 +30,7 @@ static_assert(static_cast<int>(v1::SNAT_REASON_NAT_NEW) == static_cast<int>(RP_N
 static_assert(static_cast<int>(v1::SNAT_REASON_NAT_RECLAIM) == static_cast<int>(RP_NAT_RECLAIM));
 static_assert(static_cast<int>(v1::SNAT_REASON_NAT_RESTORED) == static_cast<int>(RP_NAT_RESTORED));
 static_assert(static_cast<int>(v1::SNAT_REASON_NAT_RACE) == static_cast<int>(RP_NAT_RACE));
+static_assert(static_cast<int>(v1::SNAT_REASON_NAT_NODE_SOCKET) == static_cast<int>(RP_NAT_NODE_SOCKET));
 
 const char* ProtoName(uint8_t proto) {
   switch (proto) {
@@ -65,6 +66,7 @@ grpc::ServerUnaryReactor* DiagnosticsService::GetSnatStats(grpc::CallbackServerC
   resp->set_port_range(stats->port_range);
   resp->set_ports_shared_with_node(stats->ports_shared_with_node);
   resp->set_node_ephemeral_ports(stats->node_ephemeral_ports);
+  resp->set_node_socket_skips(stats->node_socket_skips);
   resp->set_translations(stats->translations_total);
   resp->set_flow_table_capacity(stats->flow_table_capacity);
   resp->set_bpf_hook(stats->bpf_hook);

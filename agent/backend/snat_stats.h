@@ -66,6 +66,9 @@ struct SnatStats {
   // datapath's RP_FAILOVER counter; nftables: new flows through the
   // failover rule).
   uint64_t failovers = 0;
+  // bpf: candidate ports skipped because a node socket held them towards
+  // the same remote (RP_NAT_NODE_SOCKET).
+  uint64_t node_socket_skips = 0;
   // Packets dropped, by reason ("no_port", "no_egress_addr", ...), since the
   // BPF maps / our rules were created.
   std::map<std::string, uint64_t> drops;

@@ -118,10 +118,11 @@ absl::Status ValidateSnatSettings(const SnatSettings& s);
 // bpf mode: the ports of the SNAT range that the node's own sockets may
 // also be given as ephemeral source ports (connect() or bind() to port 0):
 // `snat` ∩ net.ipv4.ip_local_port_range minus
-// net.ipv4.ip_local_reserved_ports. The tc programs do not see the node's
-// sockets, so a node connection from an egress address and a translated
-// flow to the same remote address and port can take the same port, and
-// the replies of one reach the other. conntrack (nftables mode) sees both.
+// net.ipv4.ip_local_reserved_ports. The programs skip a port a node socket
+// already holds, but the node's connect() does not see the translated
+// flows: a node connection from an egress address can be given a port a
+// translated flow holds towards the same remote, and the replies of one
+// reach the other. conntrack (nftables mode) sees both.
 struct EphemeralPortOverlap {
   uint32_t ports = 0;   // how many ports of `snat` the node may also pick
   PortRange node;       // ip_local_port_range as read

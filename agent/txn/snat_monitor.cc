@@ -202,9 +202,9 @@ void SnatMonitor::CheckEphemeralPorts(const core::SnatSettings& settings, backen
       LOG(WARNING) << "snat: " << shared->ports << " ports of the bpf SNAT range " << stats.port_range
                    << " (from " << shared->first.ToString() << ") are also the node's ephemeral ports "
                    << "(net.ipv4.ip_local_port_range " << stats.node_ephemeral_ports
-                   << ", minus ip_local_reserved_ports): the tc programs do not see the node's sockets, so a node "
-                   << "connection from an egress address and a translated flow to the same remote address and port "
-                   << "can take the same port; set snat_port_range outside it or reserve it in "
+                   << ", minus ip_local_reserved_ports): the node's connect() does not see the translated flows, "
+                   << "so a node connection from an egress address can be given a port a translated flow holds "
+                   << "towards the same remote address and port; set snat_port_range outside it or reserve it in "
                    << "net.ipv4.ip_local_reserved_ports";
     } else if (logged_shared_ports_) {
       LOG(INFO) << "snat: the bpf SNAT range " << stats.port_range << " no longer shares ports with the node's "
@@ -334,6 +334,7 @@ void SnatMonitor::CollectBpf(const core::SnatSettings& settings, backend::SnatSt
   }
   stats.bpf_exclusions = maps->exclusions_in_array ? "array" : "trie";
   stats.failovers = maps->reasons[RP_FAILOVER];
+  stats.node_socket_skips = maps->reasons[RP_NAT_NODE_SOCKET];
   for (const BpfDropReason& d : kBpfDrops) stats.drops[d.name] = maps->reasons[d.reason];
 #endif
 }
@@ -405,6 +406,12 @@ void SnatMonitor::Publish(const backend::SnatStats& stats) {
   advance(mode + "/failovers", stats.failovers,
           registry_->GetCounter("ruleplane_snat_failovers_total",
                                 "New flows placed on an egress address other than the first", {{"backend", mode}}));
+  if (stats.mode == core::SnatMode::kBpf) {
+    advance("bpf/node_socket_skips", stats.node_socket_skips,
+            registry_->GetCounter("ruleplane_snat_bpf_node_socket_skips_total",
+                                  "bpf: candidate ports skipped because a socket of the node holds them towards the "
+                                  "same remote (the node uses ports of the SNAT range)"));
+  }
   for (const auto& [reason, n] : stats.drops) {
     advance(mode + "/drop/" + reason, n,
             registry_->GetCounter("ruleplane_snat_drops_total", "Packets dropped by SNAT, by backend and reason",

@@ -17,6 +17,7 @@
 #include <array>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -1397,6 +1398,71 @@ void InPrivateNetns(const std::function<void()>& body) {
     body();
   });
   t.join();
+}
+
+// A socket of type `type` bound to `local`:`lport` and connected to
+// `remote`:`rport` (TCP: through a listener there), or -1.
+int NodeSocket(int type, Ipv4Addr local, uint16_t lport, Ipv4Addr remote, uint16_t rport, int* listener) {
+  auto sin = [](Ipv4Addr a, uint16_t port) {
+    sockaddr_in s{};
+    s.sin_family = AF_INET;
+    s.sin_port = htons(port);
+    std::memcpy(&s.sin_addr, a.bytes().data(), 4);
+    return s;
+  };
+  const int one = 1;
+  if (type == SOCK_STREAM) {
+    *listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in r = sin(remote, rport);
+    ::setsockopt(*listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(*listener, reinterpret_cast<sockaddr*>(&r), sizeof(r)) != 0 || ::listen(*listener, 4) != 0) return -1;
+  }
+  const int fd = ::socket(AF_INET, type | SOCK_CLOEXEC, 0);
+  sockaddr_in l = sin(local, lport), r = sin(remote, rport);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&l), sizeof(l)) != 0 ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&r), sizeof(r)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// A port that a socket of the node holds towards a remote is not given to a
+// pod flow to that remote (the node's replies would reach the pod): with a
+// one-port range the flow fails over to the next address, counted as
+// RP_NAT_NODE_SOCKET. Towards another remote the port is free. TCP
+// (established) and UDP (connected). BPF_PROG_TEST_RUN runs in the
+// caller's netns, where the sockets are.
+TEST_F(PrivilegedBpfSnatTest, PortsHeldByNodeSocketsAreSkipped) {
+  InPrivateNetns([this] {
+    for (const char* cmd : {"ip link set lo up", "ip addr add 192.0.2.10/32 dev lo",
+                            "ip addr add 203.0.113.7/32 dev lo"}) {
+      ASSERT_EQ(std::system(cmd), 0) << cmd;
+    }
+    int tcp_listener = -1, unused = -1;
+    const int tcp = NodeSocket(SOCK_STREAM, kEgress1, 61000, kRemote, 443, &tcp_listener);
+    ASSERT_GE(tcp, 0) << "node TCP connection: " << errno;
+    const int udp = NodeSocket(SOCK_DGRAM, kEgress1, 61000, kRemote, 53, &unused);
+    ASSERT_GE(udp, 0) << "node UDP socket: " << errno;
+    SnatConfig config;
+    config.port_min = 61000;
+    config.port_max = 61000;
+    Load(config, {kEgress1, kEgress2});
+
+    ASSERT_OK_AND_ASSIGN(const ParsedPacket t, ParseFrame(Egress(BuildTcp(kPod, 40000, kRemote, 443)).out));
+    EXPECT_EQ(t.src, kEgress2) << "kEgress1:61000 -> kRemote:443 is the node's TCP connection";
+    EXPECT_EQ(Count(RP_NAT_NODE_SOCKET), 1u);
+    ASSERT_OK_AND_ASSIGN(const ParsedPacket u, ParseFrame(Egress(BuildUdp(kPod, 40000, kRemote, 53)).out));
+    EXPECT_EQ(u.src, kEgress2) << "kEgress1:61000 -> kRemote:53 is the node's UDP socket";
+    EXPECT_EQ(Count(RP_NAT_NODE_SOCKET), 2u);
+    EXPECT_EQ(Count(RP_FAILOVER), 2u);
+
+    ASSERT_OK_AND_ASSIGN(const ParsedPacket other, ParseFrame(Egress(BuildTcp(kPod, 40000, kRemote2, 443)).out));
+    EXPECT_EQ(other.src, kEgress1) << "towards another remote the port is free";
+    EXPECT_EQ(other.sport, 61000);
+    EXPECT_EQ(Count(RP_NAT_NODE_SOCKET), 2u);
+    for (int fd : {tcp, tcp_listener, udp}) ::close(fd);
+  });
 }
 
 bool FilterAttached(int ifindex, bpf_tc_attach_point point, uint32_t* prog_id) {

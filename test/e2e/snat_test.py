@@ -468,6 +468,40 @@ class SnatTest(LabTestCase):
         snat = bpf_snat(snat_port_range="1024-65535", snat_fully_random=False)
         self.check_fully_random_off_keeps_the_pods_port(self.lab("bpfkeep", snat), snat)
 
+    def test_bpf_pod_flow_does_not_take_a_port_a_node_connection_holds(self):
+        # The node's own TCP connection from the egress address, on a port
+        # of the SNAT range, to the same server the pod then talks to. The
+        # programs must skip that port: reverse-translating the node's
+        # replies to the pod broke the node's connection before.
+        # One port per address: the flow must fail over to the second
+        # address, whichever port a random start would have tried first.
+        lab = self.lab("bpfnode", bpf_snat(snat_port_range="61000-61000", snat_egress_ips=[NODE_IP, EGRESS2]))
+        ns, _ = lab.add_pod(1)
+        node = subprocess.Popen(
+            ["ip", "netns", "exec", lab.node, sys.executable, "-c",
+             "import socket,sys\n"
+             f"s=socket.socket();s.bind(('{NODE_IP}',61000));s.settimeout(5);s.connect(('{OUTSIDE_IP}',{PORT}))\n"
+             "f=s.makefile('rw')\n"
+             "for line in sys.stdin:\n"
+             "  f.write('x\\n');f.flush();print(f.readline().strip(),flush=True)\n"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: (node.kill(), node.wait(), node.stdin.close(), node.stdout.close()))
+
+        def node_ask():
+            node.stdin.write("\n")
+            node.stdin.flush()
+            return node.stdout.readline().split()
+
+        self.assertEqual(node_ask(), [NODE_IP, "61000"])
+        r = sh(sys.executable, "-c", "import socket,sys\n"
+               f"s=socket.create_connection(('{OUTSIDE_IP}',{PORT}),timeout=5);s.sendall(b'x\\n')\n"
+               "sys.stdout.write(s.makefile().readline())", ns=ns, check=False, timeout=30)
+        self.assertEqual(r.stdout.decode().split(), [EGRESS2, "61000"], "the pod flow went to the next address")
+        self.assertEqual(node_ask(), [NODE_IP, "61000"], "the node's connection still works")
+        wait_for(lambda: int(lab.snat_stats().get("node_socket_skips", 0)) >= 1, what="node_socket_skips")
+        self.assertIn("ruleplane_snat_bpf_node_socket_skips_total 1\n", lab.metrics())
+        self.assertIn("node sockets:   1 candidate ports skipped", lab.ctl("snat").stdout.decode())
+
     def test_bpf_reports_ports_it_shares_with_the_nodes_ephemeral_ports(self):
         # The tc programs do not see the node's sockets: the agent says how
         # many ports of its range the node may also pick for itself.

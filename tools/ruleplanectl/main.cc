@@ -365,6 +365,11 @@ int Snat() {
   }
   absl::PrintF("translations:   %d (capacity %d per destination and egress address: ports %s)\n",
                r.translations(), r.port_capacity(), r.port_range());
+  if (r.node_socket_skips() > 0) {
+    absl::PrintF("node sockets:   %d candidate ports skipped because a node socket held them towards the same "
+                 "remote\n",
+                 r.node_socket_skips());
+  }
   if (r.ports_shared_with_node() > 0) {
     absl::PrintF("WARNING:        %d of these ports are also the node's ephemeral ports (net.ipv4.ip_local_port_range "
                  "%s): a node connection from an egress address and a translated flow can take the same port; set "

@@ -49,6 +49,8 @@ absl::string_view ReasonName(uint32_t reason) {
       return "nat_restored";
     case RP_NAT_RACE:
       return "nat_race";
+    case RP_NAT_NODE_SOCKET:
+      return "nat_node_socket";
   }
   // Unnamed slots: stable strings built once.
   static const auto* const kReserved = [] {

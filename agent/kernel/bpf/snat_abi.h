@@ -92,7 +92,8 @@ static_assert(RP_NAT_NEW == 15);
 static_assert(RP_NAT_RECLAIM == 16);
 static_assert(RP_NAT_RESTORED == 17);
 static_assert(RP_NAT_RACE == 18);
-static_assert(RP_NAT_RACE < RP_REASON_SLOTS);
+static_assert(RP_NAT_NODE_SOCKET == 19);
+static_assert(RP_NAT_NODE_SOCKET < RP_REASON_SLOTS);
 
 // Metric label of a reason ("no_port", "failover", ...); "reserved_<n>" for a
 // value without a name.

@@ -63,7 +63,11 @@ enum rp_reason {
 	/* Two CPUs translated a new flow's first packets at once; this one
 	 * gave its port back and used the other's mapping. */
 	RP_NAT_RACE = 18,
-	/* Next free value: 19. */
+	/* A candidate port was skipped because a socket of the node holds it
+	 * towards the same remote address and port (the node's replies would
+	 * otherwise be turned to the pod). */
+	RP_NAT_NODE_SOCKET = 19,
+	/* Next free value: 20. */
 };
 
 /* Size of the reason counter map; fixed forever (see above). */
