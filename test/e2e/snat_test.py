@@ -503,8 +503,8 @@ class SnatTest(LabTestCase):
         self.assertIn("node sockets:   1 candidate ports skipped", lab.ctl("snat").stdout.decode())
 
     def test_bpf_reports_ports_it_shares_with_the_nodes_ephemeral_ports(self):
-        # The tc programs do not see the node's sockets: the agent says how
-        # many ports of its range the node may also pick for itself.
+        # The node's connect() does not see the translated flows: the agent
+        # says how many ports of its range the node may also pick for itself.
         lab = self.lab("bpfeph", bpf_snat())
         sysctl = lambda knob, value: sh("sysctl", "-qw", f"net.ipv4.{knob}={value}", ns=lab.node)
         sysctl("ip_local_port_range", "32768 60999")  # Linux's default, below the bpf default range
