@@ -883,9 +883,9 @@ static __always_inline __u32 rp_snat_alloc(struct __sk_buff *skb,
 				rk.egress_port = bpf_htons(port_min + (start + i) % range);
 			if (rp_node_holds(skb, fk->proto, eaddr, rk.egress_port,
 					  fk->daddr, fk->dport)) {
+				/* Not a collision: no insert was tried, and
+				 * collisions feed the reader's generation. */
 				rp_count(RP_NAT_NODE_SOCKET);
-				if (st)
-					st->collisions++;
 				continue;
 			}
 			/*

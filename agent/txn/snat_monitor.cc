@@ -7,13 +7,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "agent/backend/nft_snat_backend.h"
+#include "agent/coexist/proc_info.h"
 #ifdef RULEPLANE_HAVE_BPF
 #include "agent/kernel/bpf/snat_reader.h"
 #endif
@@ -178,19 +177,14 @@ backend::SnatStats SnatMonitor::Collect(const core::SnatSettings& settings) {
 }
 
 void SnatMonitor::CheckEphemeralPorts(const core::SnatSettings& settings, backend::SnatStats& stats) {
-  auto read = [this](const char* name) -> absl::StatusOr<std::string> {
-    const std::string path = absl::StrCat(options_.ipv4_sysctl_dir, "/", name);
-    std::ifstream in(path);
-    std::stringstream text;
-    if (!(text << in.rdbuf())) return absl::UnavailableError(absl::StrCat("cannot read ", path));
-    return text.str();
-  };
-  absl::StatusOr<std::string> range = read("ip_local_port_range");
+  const std::string range_path = options_.ipv4_sysctl_dir + "/ip_local_port_range";
+  std::optional<std::string> range = coexist::ReadSmallFile(range_path, 64);
   // Absent on kernels without the knob: nothing is reserved then.
-  absl::StatusOr<std::string> reserved = read("ip_local_reserved_ports");
+  std::optional<std::string> reserved =
+      coexist::ReadSmallFile(options_.ipv4_sysctl_dir + "/ip_local_reserved_ports", 1 << 20);
   absl::StatusOr<core::EphemeralPortOverlap> shared =
-      range.ok() ? core::SharedEphemeralPorts(settings.EffectivePorts(), *range, reserved.ok() ? *reserved : "")
-                 : absl::StatusOr<core::EphemeralPortOverlap>(range.status());
+      range ? core::SharedEphemeralPorts(settings.EffectivePorts(), *range, reserved.value_or(""))
+            : absl::StatusOr<core::EphemeralPortOverlap>(absl::UnavailableError(absl::StrCat("cannot read ", range_path)));
   if (!shared.ok()) {
     absl::StrAppend(&stats.error, stats.error.empty() ? "" : "; ", "node ephemeral ports: ", shared.status().message());
     return;

@@ -1456,6 +1456,11 @@ TEST_F(PrivilegedBpfSnatTest, PortsHeldByNodeSocketsAreSkipped) {
     EXPECT_EQ(u.src, kEgress2) << "kEgress1:61000 -> kRemote:53 is the node's UDP socket";
     EXPECT_EQ(Count(RP_NAT_NODE_SOCKET), 2u);
     EXPECT_EQ(Count(RP_FAILOVER), 2u);
+    // A skip is no insert attempt: collisions feed the reader's generation,
+    // whose change makes the monitor walk the whole flow map again.
+    ASSERT_OK_AND_ASSIGN(const std::vector<EgressUsage> usage, prog_->ReadEgressUsage());
+    EXPECT_EQ(usage[0].collisions, 0u);
+    EXPECT_EQ(usage[0].exhausted, 2u);
 
     ASSERT_OK_AND_ASSIGN(const ParsedPacket other, ParseFrame(Egress(BuildTcp(kPod, 40000, kRemote2, 443)).out));
     EXPECT_EQ(other.src, kEgress1) << "towards another remote the port is free";

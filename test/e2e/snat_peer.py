@@ -11,7 +11,9 @@ client HOST PORT     keeps TCP connections to HOST:PORT and takes commands on
                        udp             -> one UDP round trip: "<view>" or "ERR <why>"
                        quit
                      (connect timeout: $SNAT_PEER_TIMEOUT seconds, default 8)
-once tcp|udp HOST PORT   one round trip, prints the server's view, exit 1 on error
+once tcp|udp HOST PORT [SPORT]
+                     one round trip (from source port SPORT if given), prints
+                     the server's view, exit 1 on error
 """
 import os
 import socket
@@ -79,10 +81,16 @@ def ask(conn):
     return data.decode().strip()
 
 
-def udp_round_trip(host, port):
+def any_addr(host, sport):
+    return ("::" if ":" in host else "0.0.0.0", sport)
+
+
+def udp_round_trip(host, port, sport=0):
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(TIMEOUT)
     try:
+        if sport:
+            s.bind(any_addr(host, sport))
         s.sendto(b"?", (host, port))
         return s.recvfrom(256)[0].decode().strip()
     finally:
@@ -116,12 +124,13 @@ def client(host, port):
         c.close()
 
 
-def once(proto, host, port):
+def once(proto, host, port, sport=0):
     try:
         if proto == "udp":
-            print(udp_round_trip(host, port))
+            print(udp_round_trip(host, port, sport))
         else:
-            with socket.create_connection((host, port), timeout=TIMEOUT) as c:
+            with socket.create_connection((host, port), timeout=TIMEOUT,
+                                          source_address=any_addr(host, sport) if sport else None) as c:
                 c.settimeout(TIMEOUT)
                 print(ask(c))
     except OSError as e:
@@ -135,4 +144,4 @@ if __name__ == "__main__":
     elif sys.argv[1] == "client":
         client(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "once":
-        once(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        once(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0)

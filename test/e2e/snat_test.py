@@ -245,9 +245,14 @@ class SnatLab:
         self.clients.append(c)
         return c
 
+    def view(self, pod_ns, proto, host=OUTSIDE_IP, sport=None):
+        """One round trip from the pod: [address, port] the server saw, or ["ERR"]."""
+        r = sh(sys.executable, PEER, "once", proto, host, str(PORT), *([str(sport)] if sport else []), ns=pod_ns,
+               check=False, timeout=30)
+        return r.stdout.decode().split() if r.returncode == 0 else ["ERR"]
+
     def once(self, pod_ns, proto, host=OUTSIDE_IP):
-        r = sh(sys.executable, PEER, "once", proto, host, str(PORT), ns=pod_ns, check=False, timeout=30)
-        return r.stdout.decode().split()[0] if r.returncode == 0 else "ERR"
+        return self.view(pod_ns, proto, host)[0]
 
     # --- kernel state ---
 
@@ -398,18 +403,10 @@ class SnatTest(LabTestCase):
         # snat_fully_random false: a free pod port in the range is kept (as
         # conntrack NAT without the random flags does), in both backends.
         ns, _ = lab.add_pod(1)
-
-        def udp_from(port):
-            r = sh(sys.executable, "-c", "import socket,sys\n"
-                   "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(5)\n"
-                   f"s.bind(('0.0.0.0',{port}));s.sendto(b'x',('{OUTSIDE_IP}',{PORT}))\n"
-                   "sys.stdout.write(s.recv(100).decode())", ns=ns, check=False, timeout=30)
-            return r.stdout.decode().split()
-
-        self.assertEqual(udp_from(45678), [NODE_IP, "45678"])
-        self.assertEqual(udp_from(45679), [NODE_IP, "45679"])
+        self.assertEqual(lab.view(ns, "udp", sport=45678), [NODE_IP, "45678"])
+        self.assertEqual(lab.view(ns, "udp", sport=45679), [NODE_IP, "45679"])
         lab.reload(dict(snat, snat_fully_random=True))
-        seen = [udp_from(p) for p in range(45680, 45690)]
+        seen = [lab.view(ns, "udp", sport=p) for p in range(45680, 45690)]
         self.assertTrue(all(v and v[0] == NODE_IP for v in seen), seen)
         kept = sum(int(v[1]) == p for v, p in zip(seen, range(45680, 45690)))
         self.assertLessEqual(kept, 1, f"fully random: each flow keeps its port by a 1 in 64512 chance: {seen}")
@@ -493,10 +490,7 @@ class SnatTest(LabTestCase):
             return node.stdout.readline().split()
 
         self.assertEqual(node_ask(), [NODE_IP, "61000"])
-        r = sh(sys.executable, "-c", "import socket,sys\n"
-               f"s=socket.create_connection(('{OUTSIDE_IP}',{PORT}),timeout=5);s.sendall(b'x\\n')\n"
-               "sys.stdout.write(s.makefile().readline())", ns=ns, check=False, timeout=30)
-        self.assertEqual(r.stdout.decode().split(), [EGRESS2, "61000"], "the pod flow went to the next address")
+        self.assertEqual(lab.view(ns, "tcp"), [EGRESS2, "61000"], "the pod flow went to the next address")
         self.assertEqual(node_ask(), [NODE_IP, "61000"], "the node's connection still works")
         wait_for(lambda: int(lab.snat_stats().get("node_socket_skips", 0)) >= 1, what="node_socket_skips")
         self.assertIn("ruleplane_snat_bpf_node_socket_skips_total 1\n", lab.metrics())
