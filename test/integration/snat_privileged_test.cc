@@ -20,6 +20,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -438,6 +439,55 @@ TEST_F(PrivilegedBpfSnatPortTest, AttachSwitchThatAlsoDropsAnInterfaceLeavesNoth
     std::string text((std::istreambuf_iterator<char>(record)), std::istreambuf_iterator<char>());
     EXPECT_THAT(text, Not(HasSubstr("eth-b")));
   });
+}
+
+// An egress interface deleted and created again under its name (a bond or
+// VLAN rebuilt) has none of our hooks: the next converge attaches to the new
+// device, in both attach kinds, and the pins of the old device's defunct
+// tcx links go; while the interface is missing the converge says so.
+TEST_F(PrivilegedBpfSnatPortTest, InterfaceRecreatedUnderItsNameIsHookedAgain) {
+  std::vector<render::BpfSnatPlan> plans = {Plan()};
+  if (kernel::bpf::KernelHasTcx()) plans.push_back(TcxPlan());
+  for (const render::BpfSnatPlan& plan : plans) {
+    SCOPED_TRACE(plan.attach == core::BpfAttach::kTcx ? "tcx" : "clsact");
+    RunInNetns(*ns_, [&] {
+      kernel::bpf::BpfSnatPort port(Options());
+      ASSERT_TRUE(port.Converge(plan, {{10, 96, 0, 5}}).ok());
+      const int old_ifindex = static_cast<int>(::if_nametoindex("eth-out"));
+      CommandResult r = ns_->RunIn("ip link del eth-out");
+      ASSERT_EQ(r.exit_code, 0) << r.error;
+      absl::Status gone = port.Converge(plan, {{10, 96, 0, 5}});
+      EXPECT_FALSE(gone.ok());
+      EXPECT_THAT(std::string(gone.message()), HasSubstr("eth-out"));
+      r = ns_->RunIn(
+          "ip link add eth-out type veth peer name peer0 && ip addr add 192.0.2.1/24 dev eth-out && "
+          "ip link set eth-out up && ip link set peer0 up");
+      ASSERT_EQ(r.exit_code, 0) << r.error;
+      const int new_ifindex = static_cast<int>(::if_nametoindex("eth-out"));
+      ASSERT_NE(new_ifindex, old_ifindex);
+      absl::Status s = port.Converge(plan, {{10, 96, 0, 5}});
+      ASSERT_TRUE(s.ok()) << s;
+      if (plan.attach == core::BpfAttach::kTcx) {
+        EXPECT_EQ(TcxProgs(), (std::vector<std::string>{"snat_ingress", "snat_egress"}));
+        std::vector<std::string> pins;
+        for (const auto& e : std::filesystem::directory_iterator(pin_dir_)) {
+          const std::string name = e.path().filename().string();
+          if (name.rfind("tcx_", 0) == 0) pins.push_back(name);
+        }
+        std::sort(pins.begin(), pins.end());
+        EXPECT_EQ(pins, (std::vector<std::string>{absl::StrCat("tcx_", new_ifindex, "_egress"),
+                                                  absl::StrCat("tcx_", new_ifindex, "_ingress")}));
+      } else {
+        const std::string tc = Tc();
+        EXPECT_THAT(tc, HasSubstr("snat_egress"));
+        EXPECT_THAT(tc, HasSubstr("snat_ingress"));
+      }
+      // Leaving bpf mode removes what the new device got (and our qdisc).
+      ASSERT_TRUE(port.Converge(render::BpfSnatPlan{}, {}).ok());
+      EXPECT_THAT(Tc(), Not(HasSubstr("clsact")));
+      EXPECT_FALSE(std::filesystem::exists(pin_dir_));
+    });
+  }
 }
 
 TEST_F(PrivilegedBpfSnatPortTest, NeverRemovesAQdiscItDidNotCreate) {

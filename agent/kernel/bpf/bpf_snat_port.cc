@@ -129,6 +129,35 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
     return program.SetEgressAddresses(egress);
   };
 
+  // Interfaces deleted (and perhaps created again under the same name: a
+  // bond or VLAN rebuilt, a veth recreated) took our filters, the clsact
+  // qdisc and the attachment of our tcx links with them; the new device has
+  // a new ifindex and none of our hooks. Forget such a hook (only the pins
+  // of its defunct links remain, removed here) so the loops below treat the
+  // name as new: attached again if it is still wanted and exists.
+  bool forgot = false;
+  for (auto it = hooks_.begin(); it != hooks_.end();) {
+    const unsigned now = ::if_nametoindex(it->first.c_str());
+    if (now != 0 && static_cast<int>(now) == it->second.ifindex()) {
+      ++it;
+      continue;
+    }
+    LOG(WARNING) << "bpf snat: interface " << it->first << " (ifindex " << it->second.ifindex() << ") "
+                 << (now == 0 ? "is gone" : absl::StrCat("was replaced (now ifindex ", now, ")"))
+                 << "; its hooks went with it";
+    if (it->second.attach() == TcAttach::kTcx) {
+      if (absl::Status s = RemovePinnedTcxLinks(loaded_.pin_dir, it->second.ifindex()); !s.ok()) {
+        LOG(WARNING) << "pins of the links of the old " << it->first << ": " << s;
+      }
+    }
+    it->second.Release();
+    it = hooks_.erase(it);
+    forgot = true;
+  }
+  if (forgot) {
+    if (absl::Status s = WriteRecord(); !s.ok()) LOG(WARNING) << "bpf hook record: " << s;
+  }
+
   ASSIGN_OR_RETURN(const TcAttach attach, ResolveAttach(plan));
   const bool reload = !program_ || loaded_.pin_dir != plan.pin_dir || loaded_.port_min != plan.port_min ||
                       loaded_.port_max != plan.port_max || loaded_.max_retries != plan.max_retries ||
