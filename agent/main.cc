@@ -1,4 +1,5 @@
 // ruleplane-agent: flag parsing and wiring only.
+#include <net/if.h>
 #include <signal.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -7,6 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -38,6 +41,7 @@
 #include "agent/kernel/nft/netlink_nft_port.h"
 #include "agent/render/render.h"
 #include "agent/txn/drift_monitor.h"
+#include "agent/txn/egress_watch.h"
 #include "agent/txn/engine.h"
 #include "agent/txn/snat_monitor.h"
 #ifdef RULEPLANE_HAVE_BPF
@@ -385,7 +389,13 @@ int Main() {
   opts.dataplane = std::make_shared<kernel::bpf::BpfSnatPort>(
       kernel::bpf::BpfSnatPortOptions{cfg->state_dir(), cfg->bpf_pin_dir(), bpf_datapath});
 #endif
-  LOG(INFO) << "snat " << core::DescribeSnat(opts.layout.snat);
+  if (opts.layout.snat.egress_waiting.empty()) {
+    LOG(INFO) << "snat " << core::DescribeSnat(opts.layout.snat);
+  } else {
+    // Not an error: the egress watcher below takes the address once the
+    // interface has one (boot: DHCP, SLAAC, a bond still forming).
+    LOG(WARNING) << "snat " << core::DescribeSnat(opts.layout.snat);
+  }
   // Published for the gRPC threads once the monitor runs (after Start()).
   std::unique_ptr<txn::SnatMonitor> snat_monitor;
   std::atomic<txn::SnatMonitor*> snat_monitor_ptr{nullptr};
@@ -509,7 +519,9 @@ int Main() {
                         opts.layout.snat.bpf_pin_dir);
   } else {
     bringup.Instant(bringup::kBpfAttached, bringup::PhaseStatus::kSkipped,
-                    absl::StrCat("snat_mode ", core::SnatModeName(opts.layout.snat.mode)));
+                    opts.layout.snat.egress_waiting.empty()
+                        ? absl::StrCat("snat_mode ", core::SnatModeName(opts.layout.snat.mode))
+                        : opts.layout.snat.egress_waiting);
   }
   txn::SnatMonitorOptions monitor_opts;
   monitor_opts.table = cfg->table();
@@ -518,6 +530,73 @@ int Main() {
   monitor_opts.bpf_datapath = bpf_datapath;
   snat_monitor = txn::SnatMonitor::Start(engine->get(), monitor_opts, opts.layout.snat, &registry);
   snat_monitor_ptr.store(snat_monitor.get());
+
+  // SNAT follows its egress interfaces: an egress address that defaults to
+  // the interface's follows it (taken when it first appears, replaced when
+  // it changes, kept when it goes without a successor), and in bpf mode a
+  // device deleted and created again under its name gets our hooks again.
+  // Reconfigurations (SIGHUP and these) take `reconfig_mu`, one at a time.
+  std::mutex reconfig_mu;
+  std::map<std::string, unsigned> egress_ifindex;  // as last seen, by name
+  auto note_ifindexes = [&] {
+    egress_ifindex.clear();
+    for (const std::string& name : opts.layout.snat.egress_interfaces) {
+      egress_ifindex[name] = ::if_nametoindex(name.c_str());
+    }
+  };
+  note_ifindexes();
+  auto follow_egress = [&](const kernel::nl::LinkChanges& changes) {
+    std::lock_guard<std::mutex> lock(reconfig_mu);
+    std::vector<std::string> changed;
+    for (const std::string& name : cfg->snat_egress_interfaces()) {
+      if (changes.overflow || changes.interfaces.count(name) > 0) changed.push_back(name);
+    }
+    if (changed.empty()) return;
+    const std::string why = absl::StrCat("egress interface ", absl::StrJoin(changed, ","),
+                                         changes.overflow ? " (link notifications were lost)" : "", " changed");
+    const core::SnatSettings& running = opts.layout.snat;
+    absl::StatusOr<core::SnatSettings> resolved = config::SnatSettingsFromConfig(*cfg);
+    if (!resolved.ok()) {
+      LOG(ERROR) << why << ": snat settings not updated: " << resolved.status().message();
+      return;
+    }
+    core::SnatSettings next = core::FollowEgressAddresses(running, *std::move(resolved));
+    if (next != running) {
+      render::Layout layout = opts.layout;
+      layout.snat = next;
+      if (absl::Status s = (*engine)->Reconfigure(layout); !s.ok()) {
+        LOG(ERROR) << why << ": snat not updated, keeping the running configuration: " << s;
+        return;
+      }
+      opts.layout = std::move(layout);
+      if (snat_monitor) snat_monitor->SetSettings(opts.layout.snat);
+      if (next.egress_waiting.empty()) {
+        LOG(INFO) << why << ": snat " << core::DescribeSnat(next);
+      } else {
+        LOG(WARNING) << why << ": snat " << core::DescribeSnat(next);
+      }
+    } else if (running.mode == core::SnatMode::kBpf) {
+      for (const std::string& name : changed) {
+        if (::if_nametoindex(name.c_str()) != egress_ifindex[name]) {
+          // Same settings, another device: the writer's converge re-hooks it.
+          (*engine)->RequestResync(why);
+          break;
+        }
+      }
+    }
+    note_ifindexes();
+  };
+  std::unique_ptr<txn::EgressWatcher> egress_watcher;
+  {
+    txn::EgressWatchOptions wo;
+    wo.on_change = follow_egress;
+    absl::StatusOr<std::unique_ptr<txn::EgressWatcher>> w = txn::EgressWatcher::Start(std::move(wo));
+    if (w.ok()) {
+      egress_watcher = std::move(*w);
+    } else {
+      LOG(WARNING) << "egress interfaces are not followed (SIGHUP re-reads them): " << w.status();
+    }
+  }
   bringup.MarkReady();
 
   std::unique_ptr<metrics::MetricsServer> metrics_server;
@@ -565,6 +644,7 @@ int Main() {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
+      std::lock_guard<std::mutex> lock(reconfig_mu);
       absl::StatusOr<v1::AgentConfig> next = LoadConfig();
       if (!next.ok()) {
         LOG(ERROR) << "SIGHUP: config rejected, keeping the running one: " << next.status().message();
@@ -585,7 +665,7 @@ int Main() {
         LOG(ERROR) << "SIGHUP: config rejected, keeping the running one: " << next_snat.status().message();
         continue;
       }
-      layout.snat = *next_snat;
+      layout.snat = core::FollowEgressAddresses(opts.layout.snat, *std::move(next_snat));
       if (!next->allow_priority_collision()) {
         absl::StatusOr<std::vector<coexist::PriorityCollision>> c = PriorityCollisions(layout);
         if (!c.ok() || !c->empty()) {
@@ -601,6 +681,7 @@ int Main() {
       opts.layout = layout;
       *cfg = *next;
       if (snat_monitor) snat_monitor->SetSettings(layout.snat);
+      note_ifindexes();
       LOG(INFO) << "SIGHUP: snat " << core::DescribeSnat(layout.snat);
       LOG(INFO) << "SIGHUP: configuration reloaded";
       continue;
@@ -610,6 +691,7 @@ int Main() {
   }
   api_server->SetReady(false, "shutting down");
   api_server->Shutdown();
+  egress_watcher.reset();
   drift.reset();
   snat_monitor_ptr.store(nullptr);
   snat_monitor.reset();

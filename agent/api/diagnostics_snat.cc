@@ -64,6 +64,7 @@ grpc::ServerUnaryReactor* DiagnosticsService::GetSnatStats(grpc::CallbackServerC
   resp->set_collect_seconds(absl::ToDoubleSeconds(stats->collect_duration));
   resp->set_port_capacity(stats->capacity_per_tuple);
   resp->set_port_range(stats->port_range);
+  resp->set_egress_waiting(stats->egress_waiting);
   resp->set_ports_shared_with_node(stats->ports_shared_with_node);
   resp->set_node_ephemeral_ports(stats->node_ephemeral_ports);
   resp->set_node_socket_skips(stats->node_socket_skips);

@@ -41,6 +41,9 @@ struct SnatStats {
   absl::Duration collect_duration;
   uint32_t capacity_per_tuple = 0;
   std::string port_range;  // the effective SNAT port range, "LO-HI"
+  // core::SnatSettings::egress_waiting: what the egress interface does not
+  // give yet (or no longer gives); empty when SNAT runs as configured.
+  std::string egress_waiting;
   // bpf: ports of port_range the node's own sockets may also be given as
   // ephemeral ports (core::SharedEphemeralPorts), and the node's
   // net.ipv4.ip_local_port_range ("LO-HI"). 0 and empty for nftables.

@@ -89,27 +89,51 @@ absl::StatusOr<core::SnatSettings> SnatSettingsFromConfig(const v1::AgentConfig&
     return Bad("snat_stats_top_k", absl::StrCat(cfg.snat_stats_top_k(), " must be in 1..1000"));
   }
 
-  // Defaults from the egress interface, only where SNAT is on.
+  // Defaults from the egress interface, only where SNAT is on. One that the
+  // interface cannot give yet (it does not exist yet, or has no address
+  // yet: DHCP, SLAAC, a bond still forming at boot) does not fail the start:
+  // that part waits, says why, and the agent follows the interface
+  // (agent/txn/egress_watch.h).
+  std::string waiting_v4, waiting_v6;
   if (s.mode != core::SnatMode::kOff && !s.egress_interfaces.empty()) {
     const std::string& first = s.egress_interfaces.front();
+    auto missing = [&](const absl::StatusOr<std::vector<core::IpAddress>>& addrs, const char* what) {
+      return addrs.ok() ? absl::StrCat("interface ", first, " has no ", what, " address")
+                        : std::string(addrs.status().message());
+    };
     if (s.egress_ipv4.empty()) {
       absl::StatusOr<std::vector<core::IpAddress>> addrs = lookup(first, AF_INET);
-      if (!addrs.ok()) return Bad("snat_egress_ips", absl::StrCat("no default: ", addrs.status().message()));
-      if (addrs->empty()) {
-        return Bad("snat_egress_ips", absl::StrCat("no default: interface ", first, " has no IPv4 address"));
+      if (addrs.ok() && !addrs->empty()) {
+        s.egress_ipv4.push_back(addrs->front());
+      } else {
+        waiting_v4 = missing(addrs, "IPv4");
       }
-      s.egress_ipv4.push_back(addrs->front());
     }
     if (s.ipv6 && s.egress_ipv6.empty()) {
       absl::StatusOr<std::vector<core::IpAddress>> addrs = lookup(first, AF_INET6);
-      if (!addrs.ok() || addrs->empty()) {
-        return Bad("snat_egress_ipv6_ips",
-                   absl::StrCat("no default: interface ", first, " has no global IPv6 address"));
+      if (addrs.ok() && !addrs->empty()) {
+        s.egress_ipv6.push_back(addrs->front());
+      } else {
+        waiting_v6 = missing(addrs, "global IPv6");
       }
-      s.egress_ipv6.push_back(addrs->front());
     }
   }
-  if (absl::Status v = core::ValidateSnatSettings(s); !v.ok()) return v;
+  // Everything else is checked as if the missing addresses were there.
+  core::SnatSettings check = s;
+  if (!waiting_v4.empty()) check.egress_ipv4 = {*core::IpAddress::Parse("192.0.2.1")};
+  if (!waiting_v6.empty()) check.egress_ipv6 = {*core::IpAddress::Parse("2001:db8::1")};
+  if (absl::Status v = core::ValidateSnatSettings(check); !v.ok()) return v;
+  if (!waiting_v6.empty()) {
+    s.ipv6 = false;
+    s.waiting_ipv6 = true;
+    s.egress_waiting = absl::StrCat("snat_ipv6 waits: ", waiting_v6);
+  }
+  if (!waiting_v4.empty()) {
+    s.waiting_mode = s.mode;
+    s.mode = core::SnatMode::kOff;
+    s.egress_waiting = absl::StrCat("snat_mode ", core::SnatModeName(s.waiting_mode), " waits: ", waiting_v4,
+                                    s.egress_waiting.empty() ? "" : "; ", s.egress_waiting);
+  }
   return s;
 }
 

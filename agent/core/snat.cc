@@ -224,6 +224,10 @@ absl::Status ValidateSnatSettings(const SnatSettings& s) {
   if (s.egress_ipv4.empty()) {
     return bad("snat_egress_ips", "no IPv4 egress address (and none could be taken from the egress interface)");
   }
+  if (s.waiting_mode != SnatMode::kOff) {
+    return bad("snat_mode", "internal: waiting for ", SnatModeName(s.waiting_mode), " while ", SnatModeName(s.mode),
+               " runs");
+  }
   if (s.ipv6 && s.mode == SnatMode::kBpf) {
     return bad("snat_ipv6", "IPv6 SNAT is only implemented by snat_mode nftables");
   }
@@ -236,6 +240,28 @@ absl::Status ValidateSnatSettings(const SnatSettings& s) {
   return absl::OkStatus();
 }
 
+SnatSettings FollowEgressAddresses(const SnatSettings& running, SnatSettings resolved) {
+  std::vector<std::string> kept;
+  if (resolved.waiting_mode != SnatMode::kOff && resolved.waiting_mode == running.mode &&
+      !running.egress_ipv4.empty()) {
+    resolved.mode = resolved.waiting_mode;
+    resolved.waiting_mode = SnatMode::kOff;
+    resolved.egress_ipv4 = running.egress_ipv4;
+    kept.push_back(running.egress_ipv4.front().ToString());
+  }
+  if (resolved.waiting_ipv6 && resolved.mode == running.mode && running.ipv6 && !running.egress_ipv6.empty()) {
+    resolved.ipv6 = true;
+    resolved.waiting_ipv6 = false;
+    resolved.egress_ipv6 = running.egress_ipv6;
+    kept.push_back(running.egress_ipv6.front().ToString());
+  }
+  if (!kept.empty()) {
+    absl::StrAppend(&resolved.egress_waiting, "; new flows keep using ", absl::StrJoin(kept, " and "),
+                    " until it has one");
+  }
+  return resolved;
+}
+
 std::string DescribeSnat(const SnatSettings& s) {
   auto ips = [](const std::vector<IpAddress>& v) {
     return absl::StrJoin(v, ",", [](std::string* out, const IpAddress& ip) { out->append(ip.ToString()); });
@@ -244,7 +270,11 @@ std::string DescribeSnat(const SnatSettings& s) {
     return absl::StrJoin(v, ",", [](std::string* out, const IpPrefix& p) { out->append(p.ToString()); });
   };
   std::string out = absl::StrCat("mode=", SnatModeName(s.mode));
-  if (s.mode == SnatMode::kOff) return out;
+  const std::string waiting = s.egress_waiting.empty() ? "" : absl::StrCat(" waiting=\"", s.egress_waiting, "\"");
+  if (s.mode == SnatMode::kOff) {
+    if (s.waiting_mode != SnatMode::kOff) absl::StrAppend(&out, " (", SnatModeName(s.waiting_mode), " waits)");
+    return out + waiting;
+  }
   absl::StrAppend(&out, " ifaces=", absl::StrJoin(s.egress_interfaces, ","), " egress=", ips(s.egress_ipv4),
                   " exclude=", prefixes(s.exclude_ipv4), " ports=", s.EffectivePorts().ToString(),
                   " fully_random=", s.fully_random ? "true" : "false");
@@ -252,7 +282,7 @@ std::string DescribeSnat(const SnatSettings& s) {
   if (s.mode == SnatMode::kBpf) {
     absl::StrAppend(&out, " pin_dir=", s.bpf_pin_dir, " attach=", BpfAttachName(s.bpf_attach));
   }
-  return out;
+  return out + waiting;
 }
 
 }  // namespace ruleplane::core

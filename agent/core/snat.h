@@ -106,6 +106,17 @@ struct SnatSettings {
   // agent/backend/README.md). 0 = only when completely full.
   uint32_t failover_headroom_percent = 10;
 
+  // Defaults the egress interface cannot give yet (no such interface, no
+  // IPv4 or global IPv6 address) or no longer gives: what is missing, for
+  // logs and diagnostics; empty when everything runs as configured.
+  //  - IPv4 default missing at start: `mode` is kOff (nothing translated)
+  //    and `waiting_mode` holds the mode asked for;
+  //  - IPv6 default missing: `ipv6` is false and `waiting_ipv6` true;
+  //  - a default the agent already runs with disappeared: the address is
+  //    kept (FollowEgressAddresses) and this says so.
+  std::string egress_waiting;
+  SnatMode waiting_mode = SnatMode::kOff;
+  bool waiting_ipv6 = false;
   // Effective port range for `mode` (fills the default).
   PortRange EffectivePorts() const;
   friend bool operator==(const SnatSettings&, const SnatSettings&) = default;
@@ -133,6 +144,14 @@ struct EphemeralPortOverlap {
 // ("\n" or "8000-8100,9000\n"). InvalidArgument names the text it cannot read.
 absl::StatusOr<EphemeralPortOverlap> SharedEphemeralPorts(PortRange snat, absl::string_view local_port_range,
                                                           absl::string_view reserved_ports);
+
+// What to run after the egress interfaces changed (or on a reload):
+// `resolved` (the config with the interfaces' defaults as they are now)
+// against `running`. A default address that vanished without a successor
+// while the same mode runs is kept (flows through it work again when it
+// comes back, and rules do not churn on a flap), with `egress_waiting`
+// saying so. Everything else comes from `resolved`.
+SnatSettings FollowEgressAddresses(const SnatSettings& running, SnatSettings resolved);
 
 // One line for logs and diagnostics:
 // "mode=nftables ifaces=eth0 egress=192.0.2.1,192.0.2.2 exclude=10.0.0.0/8 ports=61000-65535".

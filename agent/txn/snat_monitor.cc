@@ -167,6 +167,7 @@ backend::SnatStats SnatMonitor::Collect(const core::SnatSettings& settings) {
       break;
   }
   if (settings.mode != core::SnatMode::kOff) stats.port_range = settings.EffectivePorts().ToString();
+  stats.egress_waiting = settings.egress_waiting;
   if (settings.mode == core::SnatMode::kBpf) {
     CheckEphemeralPorts(settings, stats);
   } else {
@@ -357,6 +358,11 @@ void SnatMonitor::Publish(const backend::SnatStats& stats) {
   registry_->GetGauge("ruleplane_snat_port_capacity",
                       "Translations one (egress address, destination address, port, protocol) tuple can hold")
       ->Set(stats.capacity_per_tuple);
+  registry_->GetGauge("ruleplane_snat_egress_waiting",
+                      "1 while SNAT waits for its egress interface (it does not exist yet, or has no address: the "
+                      "mode waits, nothing is translated) or runs with a default address the interface no longer "
+                      "has; GetSnatStats egress_waiting says which")
+      ->Set(stats.egress_waiting.empty() ? 0 : 1);
   registry_->GetGauge("ruleplane_snat_ports_shared_with_node",
                       "bpf: ports of the SNAT range the node's own sockets may also be given as ephemeral ports "
                       "(net.ipv4.ip_local_port_range minus ip_local_reserved_ports); keep it 0. 0 for nftables")

@@ -112,21 +112,8 @@ class SnatLab:
         for ns in (self.node, self.outside):
             sh("ip", "netns", "add", ns)
             sh("ip", "link", "set", "lo", "up", ns=ns)
-        a, b = f"rpsa{os.getpid() % 100000}{len(name)}", f"rpsb{os.getpid() % 100000}{len(name)}"
-        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
-        sh("ip", "link", "set", a, "netns", self.node)
-        sh("ip", "link", "set", b, "netns", self.outside)
-        sh("ip", "link", "set", a, "name", "eth-out", ns=self.node)
-        sh("ip", "link", "set", b, "name", "eth0", ns=self.outside)
-        sh("ip", "addr", "add", f"{NODE_IP}/24", "dev", "eth-out", ns=self.node)
-        sh("ip", "addr", "add", f"{EGRESS2}/24", "dev", "eth-out", ns=self.node)  # secondary: primary stays .1
-        sh("ip", "addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0", ns=self.outside)
-        sh("ip", "addr", "add", f"{EXCLUDED_IP}/24", "dev", "eth0", ns=self.outside)
-        sh("ip", "link", "set", "eth-out", "up", ns=self.node)
-        sh("ip", "link", "set", "eth0", "up", ns=self.outside)
-        sh("ip", "route", "add", "172.31.9.0/24", "via", OUTSIDE_IP, ns=self.node)
-        # Untranslated pod traffic (excluded destinations, mode off) needs a way back.
-        sh("ip", "route", "add", POD_SUBNET, "via", NODE_IP, ns=self.outside)
+        self.veth = (f"rpsa{os.getpid() % 100000}{len(name)}", f"rpsb{os.getpid() % 100000}{len(name)}")
+        self.make_uplink()
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=self.node)
         ranges, routes = [[{"subnet": POD_SUBNET}]], [{"dst": "0.0.0.0/0"}]
         if ipv6:
@@ -151,6 +138,30 @@ class SnatLab:
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.procs.append(server)
         assert server.stdout.readline().strip() == "ready"
+
+    def make_uplink(self):
+        """The veth pair node eth-out <-> outside eth0, addressed and routed."""
+        a, b = self.veth
+        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        sh("ip", "link", "set", a, "netns", self.node)
+        sh("ip", "link", "set", b, "netns", self.outside)
+        sh("ip", "link", "set", a, "name", "eth-out", ns=self.node)
+        sh("ip", "link", "set", b, "name", "eth0", ns=self.outside)
+        sh("ip", "addr", "add", f"{NODE_IP}/24", "dev", "eth-out", ns=self.node)
+        sh("ip", "addr", "add", f"{EGRESS2}/24", "dev", "eth-out", ns=self.node)  # secondary: primary stays .1
+        sh("ip", "addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0", ns=self.outside)
+        sh("ip", "addr", "add", f"{EXCLUDED_IP}/24", "dev", "eth0", ns=self.outside)
+        sh("ip", "link", "set", "eth-out", "up", ns=self.node)
+        sh("ip", "link", "set", "eth0", "up", ns=self.outside)
+        sh("ip", "route", "add", "172.31.9.0/24", "via", OUTSIDE_IP, ns=self.node)
+        # Untranslated pod traffic (excluded destinations, mode off) needs a way back.
+        sh("ip", "route", "add", POD_SUBNET, "via", NODE_IP, ns=self.outside)
+
+    def rebuild_uplink(self):
+        """Deletes the veth pair and creates it again under the same names (a
+        bond or VLAN rebuilt): new devices, new ifindexes, no tc hooks."""
+        sh("ip", "link", "del", "eth-out", ns=self.node)
+        self.make_uplink()
 
     # --- agent ---
 
@@ -441,7 +452,70 @@ class SnatTest(LabTestCase):
     def test_nftables_established_flow_survives_agent_sigkill(self):
         self.check_survives_sigkill(self.lab("nftkill", nft_snat()))
 
+    def test_nftables_egress_address_follows_the_interface(self):
+        # The agent starts while its egress interface has no address yet
+        # (boot: DHCP not done): SNAT waits instead of the agent failing,
+        # pods start, and the first address is taken once it appears; a
+        # removed address is kept until the interface has another, which is
+        # then taken.
+        lab = self.own(SnatLab("nftfollow", nft_snat()))
+        sh("ip", "addr", "flush", "dev", "eth-out", ns=lab.node)
+        lab.start_agent()
+        stats = wait_for(lambda: (s := lab.snat_stats()).get("collected_unix_us") and s, what="snat stats")
+        self.assertEqual(stats["mode"], "off", stats)
+        self.assertEqual(stats.get("egress_waiting"), "snat_mode nftables waits: interface eth-out has no IPv4 address")
+        r = lab.ctl("snat")
+        self.assertEqual(r.returncode, 1, "a waiting SNAT is worth an alert")
+        self.assertIn("WAITING:        snat_mode nftables waits", r.stdout.decode())
+        self.assertIn("ruleplane_snat_egress_waiting 1\n", lab.metrics())
+        self.assertEqual(lab.snat_objects(), [], "nothing translated while waiting")
+        ns, _ = lab.add_pod(1)  # pod setup does not wait for SNAT
+
+        sh("ip", "addr", "add", "192.168.79.5/24", "dev", "eth-out", ns=lab.node)
+        wait_for(lambda: lab.snat_stats().get("mode") == "nftables", what="nftables once eth-out has an address")
+        self.assertEqual(lab.once(ns, "tcp"), "192.168.79.5")
+        self.assertEqual(lab.once(ns, "udp"), "192.168.79.5")
+        self.assertEqual(lab.snat_stats().get("egress_waiting"), "")
+        self.assertIn("ruleplane_snat_egress_waiting 0\n", lab.metrics())
+        self.assertEqual(lab.ctl("snat").returncode, 0)
+
+        # Gone without a successor: kept, and said so.
+        sh("ip", "addr", "del", "192.168.79.5/24", "dev", "eth-out", ns=lab.node)
+        stats = wait_for(lambda: "keep using" in (s := lab.snat_stats()).get("egress_waiting", "") and s,
+                         what="the vanished address kept")
+        self.assertEqual(stats["mode"], "nftables")
+        self.assertIn("new flows keep using 192.168.79.5 until it has one", stats["egress_waiting"])
+        self.assertIn("ruleplane_snat_egress_waiting 1\n", lab.metrics())
+        # Another address: taken.
+        sh("ip", "addr", "add", "192.168.79.6/24", "dev", "eth-out", ns=lab.node)
+        wait_for(lambda: lab.snat_stats().get("egress_waiting") == "", what="the new address taken")
+        self.assertEqual(lab.once(ns, "tcp"), "192.168.79.6")
+        self.assertEqual(lab.once(ns, "udp"), "192.168.79.6")
+        self.assertIn("egress interface eth-out changed: snat mode=nftables ifaces=eth-out egress=192.168.79.6",
+                      lab.log())
+
     # --- bpf ---
+
+    def test_bpf_follows_a_rebuilt_egress_device_and_its_new_primary_address(self):
+        lab = self.lab("bpffollow", bpf_snat())
+        ns, _ = lab.add_pod(1)
+        self.assertEqual(lab.once(ns, "tcp"), NODE_IP)
+        kind = lab.hooked()
+        self.assertIn(kind, ("tcx", "clsact"))
+        # The device is deleted and created again: our hooks went with the
+        # old one, and the new one gets them.
+        lab.rebuild_uplink()
+        wait_for(lambda: lab.hooked() == kind, what=f"{kind} hooks on the new eth-out")
+        self.assertEqual(lab.once(ns, "tcp"), NODE_IP)
+        self.assertEqual(lab.once(ns, "udp"), NODE_IP)
+        self.assertRegex(lab.log(), r"interface eth-out \(ifindex \d+\) (was replaced|is gone)")
+        # The primary address goes; the secondary is promoted and taken.
+        sh("sysctl", "-qw", "net.ipv4.conf.eth-out.promote_secondaries=1", ns=lab.node)
+        sh("ip", "addr", "del", f"{NODE_IP}/24", "dev", "eth-out", ns=lab.node)
+        wait_for(lambda: EGRESS2 in lab.snat_stats().get("settings", ""), what="the promoted address taken")
+        self.assertEqual(lab.once(ns, "tcp"), EGRESS2)
+        self.assertEqual(lab.once(ns, "udp"), EGRESS2)
+        self.assertEqual(lab.snat_stats().get("egress_waiting"), "")
 
     def test_bpf_egress_reply_and_exclusion(self):
         lab = self.lab("bpf", bpf_snat())

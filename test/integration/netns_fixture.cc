@@ -1,5 +1,7 @@
 #include "test/integration/netns_fixture.h"
 
+#include <fcntl.h>
+#include <sched.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,11 +12,13 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "gtest/gtest.h"
 
 extern char** environ;
 
@@ -146,6 +150,17 @@ TestNetns::~TestNetns() {
 
 CommandResult TestNetns::RunIn(const std::string& shell_cmd) const {
   return RunShell(absl::StrCat("ip netns exec ", name_, " sh -c ", ShellQuote(shell_cmd)));
+}
+
+void RunInNetns(const TestNetns& ns, const std::function<void()>& fn) {
+  std::thread t([&] {
+    const int fd = ::open(ns.path().c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << ns.path();
+    ASSERT_EQ(::setns(fd, CLONE_NEWNET), 0) << "setns " << ns.path();
+    ::close(fd);
+    fn();
+  });
+  t.join();
 }
 
 }  // namespace ruleplane::testing

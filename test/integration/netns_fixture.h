@@ -7,6 +7,7 @@
 // under test never execs them (DESIGN.md invariants).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +51,11 @@ class TestNetns {
   std::string name_;
   bool created_ = false;
 };
+
+// Runs `fn` on a thread of our own that joined `ns`, and waits for it
+// (STYLE.md section 6: never setns() a thread we do not own exclusively).
+// A namespace that cannot be joined fails the test (gtest) and skips `fn`.
+void RunInNetns(const TestNetns& ns, const std::function<void()>& fn);
 
 // Quotes `s` for /bin/sh.
 std::string ShellQuote(const std::string& s);

@@ -46,6 +46,7 @@ namespace ruleplane {
 namespace {
 
 using ::ruleplane::testing::CommandResult;
+using ::ruleplane::testing::RunInNetns;
 using ::ruleplane::testing::TestNetns;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -62,19 +63,6 @@ core::SnatSettings Snat(core::SnatMode mode) {
   }
   s.ports = {61000, 61001};
   return s;
-}
-
-// Runs `fn` on a thread of our own that joined the namespace (STYLE.md
-// section 6: never setns() a thread we do not own exclusively).
-void RunInNetns(const TestNetns& ns, const std::function<void()>& fn) {
-  std::thread t([&] {
-    const int fd = ::open(ns.path().c_str(), O_RDONLY | O_CLOEXEC);
-    ASSERT_GE(fd, 0) << ns.path();
-    ASSERT_EQ(::setns(fd, CLONE_NEWNET), 0) << "setns " << ns.path();
-    ::close(fd);
-    fn();
-  });
-  t.join();
 }
 
 class PrivilegedSnatNftTest : public ::testing::Test {

@@ -347,16 +347,17 @@ int Snat() {
     return kFailed;
   }
   if (int rc = Report(st); rc) return rc;
-  // Exit 1 when something is exhausted or the snapshot is incomplete, so a
-  // script can alert on it.
-  bool exhausted = !r.error().empty() || r.exhausted_destinations() > 0;
+  // Exit 1 when something is exhausted, the snapshot is incomplete or SNAT
+  // waits for its egress interface, so a script can alert on it.
+  bool exhausted = !r.error().empty() || r.exhausted_destinations() > 0 || !r.egress_waiting().empty();
   for (const auto& t : r.busiest()) exhausted = exhausted || t.utilization() >= 1.0;
   if (absl::GetFlag(FLAGS_json)) {
     PrintJson(r);
     return exhausted ? kFailed : kOk;
   }
   absl::PrintF("mode:           %s\n", r.mode());
-  if (r.mode() == "off") return kOk;
+  if (!r.egress_waiting().empty()) absl::PrintF("WAITING:        %s\n", r.egress_waiting());
+  if (r.mode() == "off") return exhausted ? kFailed : kOk;
   absl::PrintF("settings:       %s\n", r.settings());
   if (!r.bpf_hook().empty()) absl::PrintF("tc hook:        %s\n", r.bpf_hook());
   if (!r.bpf_l4_checksum().empty()) {

@@ -20,6 +20,10 @@ absl::StatusOr<std::vector<core::IpAddress>> FakeLookup(const std::string& ifnam
     return std::vector<core::IpAddress>{Ip("2001:db8::10")};
   }
   if (ifname == "bare") return std::vector<core::IpAddress>{};
+  if (ifname == "v4only") {
+    if (family == AF_INET) return std::vector<core::IpAddress>{Ip("192.0.2.20")};
+    return std::vector<core::IpAddress>{};
+  }
   return absl::NotFoundError("interface " + ifname + " does not exist");
 }
 
@@ -84,6 +88,49 @@ TEST(SnatConfigTest, Ipv6DefaultsToAGlobalAddress) {
   EXPECT_EQ(s->egress_ipv6, std::vector<core::IpAddress>{Ip("2001:db8::10")});
 }
 
+// An egress interface without its address yet (or not there yet) does not
+// fail the start: the mode waits and says why.
+TEST(SnatConfigTest, MissingDefaultAddressWaitsInsteadOfFailing) {
+  for (const auto& [ifname, why] : std::vector<std::pair<std::string, std::string>>{
+           {"missing0", "snat_mode bpf waits: interface missing0 does not exist"},
+           {"bare", "snat_mode bpf waits: interface bare has no IPv4 address"}}) {
+    v1::AgentConfig c = Config("bpf");
+    c.clear_snat_egress_interfaces();
+    c.add_snat_egress_interfaces(ifname);
+    auto s = SnatSettingsFromConfig(c, FakeLookup);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->mode, core::SnatMode::kOff);
+    EXPECT_EQ(s->waiting_mode, core::SnatMode::kBpf);
+    EXPECT_TRUE(s->egress_ipv4.empty());
+    EXPECT_EQ(s->egress_waiting, why);
+    EXPECT_EQ(core::DescribeSnat(*s), "mode=off (bpf waits) waiting=\"" + why + "\"");
+  }
+  // Explicit addresses need nothing from the interface.
+  v1::AgentConfig c = Config("nftables");
+  c.clear_snat_egress_interfaces();
+  c.add_snat_egress_interfaces("missing0");
+  c.add_snat_egress_ips("198.51.100.1");
+  auto s = SnatSettingsFromConfig(c, FakeLookup);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->mode, core::SnatMode::kNftables);
+  EXPECT_TRUE(s->egress_waiting.empty());
+}
+
+// IPv6 waiting for its global address leaves IPv4 SNAT running.
+TEST(SnatConfigTest, MissingIpv6DefaultOnlyHoldsBackIpv6) {
+  v1::AgentConfig c = Config("nftables");
+  c.clear_snat_egress_interfaces();
+  c.add_snat_egress_interfaces("v4only");
+  c.set_snat_ipv6(true);
+  auto s = SnatSettingsFromConfig(c, FakeLookup);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->mode, core::SnatMode::kNftables);
+  EXPECT_EQ(s->egress_ipv4, std::vector<core::IpAddress>{Ip("192.0.2.20")});
+  EXPECT_FALSE(s->ipv6);
+  EXPECT_TRUE(s->waiting_ipv6);
+  EXPECT_EQ(s->egress_waiting, "snat_ipv6 waits: interface v4only has no global IPv6 address");
+}
+
 TEST(SnatConfigTest, ErrorsNameTheField) {
   struct Case {
     std::function<void(v1::AgentConfig&)> mutate;
@@ -99,15 +146,12 @@ TEST(SnatConfigTest, ErrorsNameTheField) {
       {[](v1::AgentConfig& c) { c.set_snat_stats_top_k(0); }, "snat_stats_top_k: "},
       {[](v1::AgentConfig& c) { c.clear_snat_egress_interfaces(); }, "snat_egress_interfaces: "},
       {[](v1::AgentConfig& c) {
-         c.clear_snat_egress_interfaces();
-         c.add_snat_egress_interfaces("missing0");
-       },
-       "snat_egress_ips: "},
-      {[](v1::AgentConfig& c) {
+         // Checked while the default address waits, too.
          c.clear_snat_egress_interfaces();
          c.add_snat_egress_interfaces("bare");
+         c.set_snat_port_range("9-1");
        },
-       "snat_egress_ips: "},
+       "snat_port_range: "},
       {[](v1::AgentConfig& c) { c.set_bpf_pin_dir("sys/fs/bpf"); }, "bpf_pin_dir: "},
   };
   for (const Case& k : cases) {

@@ -156,5 +156,51 @@ TEST(SnatSettingsTest, EffectivePortsPerBackend) {
             "pin_dir=/sys/fs/bpf/ruleplane attach=auto");
 }
 
+// A default address that vanishes while its mode runs is kept (no churn on
+// a flap; flows through it work again when it returns); a new one, or one
+// that appears while the mode waits, is taken.
+TEST(FollowEgressAddressesTest, KeepsAVanishedAddressAndTakesANewOne) {
+  SnatSettings running = Valid(SnatMode::kBpf);  // egress 192.0.2.1
+  SnatSettings gone = running;
+  gone.mode = SnatMode::kOff;
+  gone.waiting_mode = SnatMode::kBpf;
+  gone.egress_ipv4.clear();
+  gone.egress_waiting = "snat_mode bpf waits: interface eth0 has no IPv4 address";
+  SnatSettings kept = FollowEgressAddresses(running, gone);
+  EXPECT_EQ(kept.mode, SnatMode::kBpf);
+  EXPECT_EQ(kept.waiting_mode, SnatMode::kOff);
+  EXPECT_EQ(kept.egress_ipv4, running.egress_ipv4);
+  EXPECT_EQ(kept.egress_waiting,
+            "snat_mode bpf waits: interface eth0 has no IPv4 address; new flows keep using 192.0.2.1 until it has "
+            "one");
+  EXPECT_TRUE(ValidateSnatSettings(kept).ok());
+
+  // Nothing to keep when the agent started without it, or runs another mode.
+  EXPECT_EQ(FollowEgressAddresses(gone, gone), gone);
+  SnatSettings nft = running;
+  nft.mode = SnatMode::kNftables;
+  EXPECT_EQ(FollowEgressAddresses(nft, gone), gone);
+
+  // A successor address is simply taken.
+  SnatSettings moved = running;
+  moved.egress_ipv4 = {Ip("192.0.2.9")};
+  EXPECT_EQ(FollowEgressAddresses(kept, moved), moved);
+
+  // IPv6 alone.
+  SnatSettings v6 = Valid(SnatMode::kNftables);
+  v6.ipv6 = true;
+  v6.egress_ipv6 = {Ip("2001:db8::1")};
+  SnatSettings v6gone = v6;
+  v6gone.ipv6 = false;
+  v6gone.waiting_ipv6 = true;
+  v6gone.egress_ipv6.clear();
+  v6gone.egress_waiting = "snat_ipv6 waits: interface eth0 has no global IPv6 address";
+  SnatSettings v6kept = FollowEgressAddresses(v6, v6gone);
+  EXPECT_TRUE(v6kept.ipv6);
+  EXPECT_FALSE(v6kept.waiting_ipv6);
+  EXPECT_EQ(v6kept.egress_ipv6, v6.egress_ipv6);
+  EXPECT_THAT(v6kept.egress_waiting, HasSubstr("keep using 2001:db8::1 until"));
+}
+
 }  // namespace
 }  // namespace ruleplane::core
