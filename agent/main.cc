@@ -549,36 +549,52 @@ int Main() {
     std::lock_guard<std::mutex> lock(reconfig_mu);
     std::vector<std::string> changed;
     for (const std::string& name : cfg->snat_egress_interfaces()) {
-      if (changes.overflow || changes.interfaces.count(name) > 0) changed.push_back(name);
+      // A rename away from `name` only carries the new name: the ifindex
+      // the name now has tells.
+      auto seen = egress_ifindex.find(name);
+      const bool moved = seen != egress_ifindex.end() && ::if_nametoindex(name.c_str()) != seen->second;
+      if (changes.overflow || moved || changes.interfaces.count(name) > 0) changed.push_back(name);
     }
     if (changed.empty()) return;
     const std::string why = absl::StrCat("egress interface ", absl::StrJoin(changed, ","),
                                          changes.overflow ? " (link notifications were lost)" : "", " changed");
-    const core::SnatSettings& running = opts.layout.snat;
+    const core::SnatSettings running = opts.layout.snat;  // a copy: opts.layout changes below
     absl::StatusOr<core::SnatSettings> resolved = config::SnatSettingsFromConfig(*cfg);
     if (!resolved.ok()) {
       LOG(ERROR) << why << ": snat settings not updated: " << resolved.status().message();
       return;
     }
     core::SnatSettings next = core::FollowEgressAddresses(running, *std::move(resolved));
-    if (next != running) {
+    core::SnatSettings same_but_note = running;
+    same_but_note.egress_waiting = next.egress_waiting;
+    const bool rules_change = next != same_but_note;
+    if (rules_change) {
       render::Layout layout = opts.layout;
       layout.snat = next;
       if (absl::Status s = (*engine)->Reconfigure(layout); !s.ok()) {
         LOG(ERROR) << why << ": snat not updated, keeping the running configuration: " << s;
+        note_ifindexes();  // the engine retries its dataplane; do not retry this on every link event
         return;
       }
       opts.layout = std::move(layout);
+    } else {
+      // Only what diagnostics say changed (an address kept, a wait over):
+      // nothing for the kernel.
+      opts.layout.snat.egress_waiting = next.egress_waiting;
+    }
+    if (next != running) {
       if (snat_monitor) snat_monitor->SetSettings(opts.layout.snat);
       if (next.egress_waiting.empty()) {
         LOG(INFO) << why << ": snat " << core::DescribeSnat(next);
       } else {
         LOG(WARNING) << why << ": snat " << core::DescribeSnat(next);
       }
-    } else if (running.mode == core::SnatMode::kBpf) {
+    }
+    if (!rules_change && running.mode == core::SnatMode::kBpf) {
       for (const std::string& name : changed) {
         if (::if_nametoindex(name.c_str()) != egress_ifindex[name]) {
-          // Same settings, another device: the writer's converge re-hooks it.
+          // Same settings, another device (or none): the writer's converge
+          // re-hooks it, or takes our hooks off a device renamed away.
           (*engine)->RequestResync(why);
           break;
         }

@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace ruleplane::config {
@@ -26,7 +27,13 @@ absl::StatusOr<std::vector<core::IpAddress>> SystemInterfaceAddresses(const std:
   if (::getifaddrs(&all) != 0) return absl::ErrnoToStatus(errno, "getifaddrs");
   std::vector<core::IpAddress> out;
   for (ifaddrs* i = all; i != nullptr; i = i->ifa_next) {
-    if (i->ifa_addr == nullptr || ifname != i->ifa_name || i->ifa_addr->sa_family != family) continue;
+    // glibc names an IPv4 address by its label, which is the interface
+    // name or an alias of it ("eth0:1"; the kernel itself relabels
+    // secondaries that way when the interface is renamed).
+    const absl::string_view name = i->ifa_name == nullptr ? "" : i->ifa_name;
+    const bool ours = name == ifname || (absl::StartsWith(name, ifname) && name.size() > ifname.size() &&
+                                         name[ifname.size()] == ':');
+    if (i->ifa_addr == nullptr || !ours || i->ifa_addr->sa_family != family) continue;
     if (family == AF_INET) {
       std::array<uint8_t, 4> b;
       std::memcpy(b.data(), &reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr, 4);

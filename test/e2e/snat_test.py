@@ -509,6 +509,29 @@ class SnatTest(LabTestCase):
         self.assertEqual(lab.once(ns, "tcp"), NODE_IP)
         self.assertEqual(lab.once(ns, "udp"), NODE_IP)
         self.assertRegex(lab.log(), r"interface eth-out \(ifindex \d+\) (was replaced|is gone)")
+        # Renamed away while up: the device keeps nothing of ours under its
+        # new name (no notification names eth-out; the agent notices that
+        # the name is gone).
+        sh("ip", "link", "set", "eth-out", "name", "eth-old", ns=lab.node)
+
+        def ours_on_old():
+            tcx = sh(sys.executable, TCX_PROGS, "eth-old", ns=lab.node, check=False)
+            progs = json.loads(tcx.stdout) if tcx.returncode == 0 else {}
+            names = [p["name"] for d in progs.values() for p in d]
+            filters = "".join(sh("tc", "filter", "show", "dev", "eth-old", d, ns=lab.node).stdout.decode()
+                              for d in ("ingress", "egress"))
+            return names or RP_FILTER_HANDLE in filters
+        wait_for(lambda: not ours_on_old(), what="our hooks off the renamed device")
+        stats = wait_for(lambda: "does not exist" in (s := lab.snat_stats()).get("egress_waiting", "") and s,
+                         what="the missing interface reported")
+        self.assertEqual(stats["mode"], "bpf")
+        self.assertIn(f"new flows keep using {NODE_IP} until it has one", stats["egress_waiting"])
+        # Renamed back: hooked again. (The kernel relabels the secondary
+        # address "eth-out:2" on a rename; it still counts as eth-out's.)
+        sh("ip", "link", "set", "eth-old", "name", "eth-out", ns=lab.node)
+        wait_for(lambda: lab.hooked() == kind, what=f"{kind} hooks back with the name")
+        wait_for(lambda: lab.snat_stats().get("egress_waiting") == "", what="the wait over")
+        self.assertEqual(lab.once(ns, "tcp"), NODE_IP)
         # The primary address goes; the secondary is promoted and taken.
         sh("sysctl", "-qw", "net.ipv4.conf.eth-out.promote_secondaries=1", ns=lab.node)
         sh("ip", "addr", "del", f"{NODE_IP}/24", "dev", "eth-out", ns=lab.node)

@@ -432,7 +432,8 @@ TEST_F(PrivilegedBpfSnatPortTest, AttachSwitchThatAlsoDropsAnInterfaceLeavesNoth
 // An egress interface deleted and created again under its name (a bond or
 // VLAN rebuilt) has none of our hooks: the next converge attaches to the new
 // device, in both attach kinds, and the pins of the old device's defunct
-// tcx links go; while the interface is missing the converge says so.
+// tcx links go; while the interface is missing the converge says so. A
+// device renamed away keeps nothing of ours.
 TEST_F(PrivilegedBpfSnatPortTest, InterfaceRecreatedUnderItsNameIsHookedAgain) {
   std::vector<render::BpfSnatPlan> plans = {Plan()};
   if (kernel::bpf::KernelHasTcx()) plans.push_back(TcxPlan());
@@ -469,6 +470,27 @@ TEST_F(PrivilegedBpfSnatPortTest, InterfaceRecreatedUnderItsNameIsHookedAgain) {
         const std::string tc = Tc();
         EXPECT_THAT(tc, HasSubstr("snat_egress"));
         EXPECT_THAT(tc, HasSubstr("snat_ingress"));
+      }
+      // Renamed away (the device stays, under another name): our hooks
+      // come off it; renamed back: they return.
+      r = ns_->RunIn("ip link set eth-out down && ip link set eth-out name eth-old && ip link set eth-old up");
+      ASSERT_EQ(r.exit_code, 0) << r.error;
+      EXPECT_FALSE(port.Converge(plan, {{10, 96, 0, 5}}).ok()) << "eth-out is missing";
+      const std::string old_tc = ns_->RunIn("tc filter show dev eth-old ingress; tc filter show dev eth-old egress").output;
+      EXPECT_THAT(old_tc, Not(HasSubstr("snat_")));
+      for (auto dir : {kernel::bpf::TcDirection::kIngress, kernel::bpf::TcDirection::kEgress}) {
+        absl::StatusOr<std::vector<uint32_t>> ids = kernel::bpf::TcHook::TcxProgramIds(new_ifindex, dir);
+        ASSERT_TRUE(ids.ok()) << ids.status();
+        EXPECT_TRUE(ids->empty()) << "tcx programs left on eth-old";
+      }
+      r = ns_->RunIn("ip link set eth-old down && ip link set eth-old name eth-out && ip link set eth-out up");
+      ASSERT_EQ(r.exit_code, 0) << r.error;
+      s = port.Converge(plan, {{10, 96, 0, 5}});
+      ASSERT_TRUE(s.ok()) << s;
+      if (plan.attach == core::BpfAttach::kTcx) {
+        EXPECT_EQ(TcxProgs(), (std::vector<std::string>{"snat_ingress", "snat_egress"}));
+      } else {
+        EXPECT_THAT(Tc(), HasSubstr("snat_egress"));
       }
       // Leaving bpf mode removes what the new device got (and our qdisc).
       ASSERT_TRUE(port.Converge(render::BpfSnatPlan{}, {}).ok());

@@ -142,6 +142,18 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
       ++it;
       continue;
     }
+    // Renamed rather than deleted: the device is still there under another
+    // name, with our hooks on it; take them off (it is not an egress
+    // interface under that name).
+    char renamed[IF_NAMESIZE] = {};
+    if (::if_indextoname(static_cast<unsigned>(it->second.ifindex()), renamed) != nullptr) {
+      LOG(WARNING) << "bpf snat: interface " << it->first << " (ifindex " << it->second.ifindex()
+                   << ") was renamed to " << renamed << "; removing our hooks from it";
+      if (absl::Status s = it->second.Destroy(); !s.ok()) LOG(WARNING) << "hooks on " << renamed << ": " << s;
+      it = hooks_.erase(it);
+      forgot = true;
+      continue;
+    }
     LOG(WARNING) << "bpf snat: interface " << it->first << " (ifindex " << it->second.ifindex() << ") "
                  << (now == 0 ? "is gone" : absl::StrCat("was replaced (now ifindex ", now, ")"))
                  << "; its hooks went with it";
