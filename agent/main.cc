@@ -383,6 +383,22 @@ int Main() {
     return 2;
   }
   opts.layout.snat = *snat_settings;
+  // The bring-up report shows how long SNAT waited for its address.
+  int egress_wait_phase = -1;
+  if (opts.layout.snat.waiting_mode != core::SnatMode::kOff || opts.layout.snat.waiting_ipv6) {
+    egress_wait_phase = bringup.Begin(bringup::kWaitingForEgressAddress, opts.layout.snat.egress_waiting);
+  }
+  auto end_egress_wait = [&bringup, &egress_wait_phase](const core::SnatSettings& now) {
+    if (egress_wait_phase < 0 || now.waiting_mode != core::SnatMode::kOff || now.waiting_ipv6) return;
+    std::vector<std::string> took;
+    for (const core::IpAddress& ip : now.egress_ipv4) took.push_back(ip.ToString());
+    if (now.ipv6 && !now.egress_ipv6.empty()) took.push_back(now.egress_ipv6.front().ToString());
+    bringup.End(egress_wait_phase, bringup::PhaseStatus::kOk,
+                absl::StrCat(now.mode == core::SnatMode::kOff ? "snat_mode off" : absl::StrJoin(took, ","), " on ",
+                             absl::StrJoin(now.egress_interfaces, ",")));
+    egress_wait_phase = -1;
+    if (absl::Status s = bringup.Save(); !s.ok()) LOG(WARNING) << s;
+  };
   // How the loaded bpf programs run: the port publishes, the monitor reads.
   auto bpf_datapath = std::make_shared<txn::BpfDatapathBoard>();
 #ifdef RULEPLANE_HAVE_BPF
@@ -584,6 +600,7 @@ int Main() {
     }
     if (next != running) {
       if (snat_monitor) snat_monitor->SetSettings(opts.layout.snat);
+      end_egress_wait(opts.layout.snat);
       if (next.egress_waiting.empty()) {
         LOG(INFO) << why << ": snat " << core::DescribeSnat(next);
       } else {
@@ -697,6 +714,7 @@ int Main() {
       opts.layout = layout;
       *cfg = *next;
       if (snat_monitor) snat_monitor->SetSettings(layout.snat);
+      end_egress_wait(layout.snat);
       note_ifindexes();
       LOG(INFO) << "SIGHUP: snat " << core::DescribeSnat(layout.snat);
       LOG(INFO) << "SIGHUP: configuration reloaded";

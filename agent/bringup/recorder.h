@@ -40,6 +40,9 @@ inline constexpr char kCniConfigInstalled[] = "CNI config installed";
 inline constexpr char kWaitingForApiServer[] = "waiting for API server";
 inline constexpr char kApiServerReachable[] = "API server reachable";
 inline constexpr char kFirstCniAdd[] = "first CNI ADD served";
+// SNAT started without its egress address (the interface had none yet);
+// ends when the address is taken.
+inline constexpr char kWaitingForEgressAddress[] = "waiting for egress address";
 
 enum class PhaseStatus { kOk, kFailed, kSkipped };
 

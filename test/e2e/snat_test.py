@@ -478,6 +478,12 @@ class SnatTest(LabTestCase):
         self.assertEqual(lab.snat_stats().get("egress_waiting"), "")
         self.assertIn("ruleplane_snat_egress_waiting 0\n", lab.metrics())
         self.assertEqual(lab.ctl("snat").returncode, 0)
+        # The bring-up report says how long SNAT waited, and for what.
+        report = json.loads(lab.ctl("--json", "bringup").stdout)
+        waits = [p for p in report["current"]["phases"] if p["name"] == "waiting for egress address"]
+        self.assertEqual(len(waits), 1, report)
+        self.assertEqual((waits[0]["status"], waits[0]["detail"]), ("ok", "192.168.79.5 on eth-out"))
+        self.assertGreater(waits[0]["end_seconds"], waits[0]["start_seconds"])
 
         # Gone without a successor: kept, and said so.
         sh("ip", "addr", "del", "192.168.79.5/24", "dev", "eth-out", ns=lab.node)
