@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/kernel/nl/errors.h"
+#include "glog/logging.h"
 
 namespace ruleplane::kernel::nl {
 namespace {
@@ -44,13 +45,17 @@ absl::StatusOr<std::unique_ptr<LinkWatcher>> LinkWatcher::Open() {
   // Bursts (a bond with many slaves coming up, a node with hundreds of pod
   // veths created at once) are bigger than the default buffer; ENOBUFS is
   // handled, but rarer is better. 1 MiB is what the kernel caps unforced.
-  if (absl::StatusOr<size_t> got = (*socket)->EnsureReceiveBuffer(1 << 20); !got.ok()) return got.status();
+  if (absl::StatusOr<size_t> got = (*socket)->EnsureReceiveBuffer(1 << 20); !got.ok()) {
+    LOG(WARNING) << "link watcher: receive buffer stays at the default: " << got.status();
+  }
   return std::unique_ptr<LinkWatcher>(new LinkWatcher(std::move(*socket)));
 }
 
 absl::StatusOr<LinkChanges> LinkWatcher::ReadPending() {
   LinkChanges out;
-  for (;;) {
+  // Bounded, so a storm of notifications (hundreds of pod veths) cannot
+  // keep the caller here; the rest is read on the next call.
+  for (int datagrams = 0; datagrams < 1024; ++datagrams) {
     absl::StatusOr<size_t> n = socket_->Receive(buf_, absl::ZeroDuration());
     if (!n.ok()) {
       // The kernel could not queue notifications for us: they are lost, and
@@ -86,6 +91,7 @@ absl::StatusOr<LinkChanges> LinkWatcher::ReadPending() {
       }
     }
   }
+  return out;
 }
 
 }  // namespace ruleplane::kernel::nl

@@ -37,8 +37,9 @@ class LinkWatcher {
 
   int fd() const { return socket_->fd(); }
 
-  // Reads every queued notification without blocking (none queued: empty
-  // result). Errors other than ENOBUFS come back as the socket's status.
+  // Reads the queued notifications without blocking (none queued: empty
+  // result), up to 1024 datagrams per call (poll again for the rest).
+  // Errors other than ENOBUFS come back as the socket's status.
   absl::StatusOr<LinkChanges> ReadPending();
 
  private:
