@@ -240,6 +240,16 @@ absl::Status ValidateSnatSettings(const SnatSettings& s) {
   return absl::OkStatus();
 }
 
+std::string KeepPortNote(const SnatSettings& s) {
+  constexpr PortRange kLinuxEphemeral{32768, 60999};
+  if (s.mode != SnatMode::kBpf || s.fully_random) return "";
+  const PortRange r = s.EffectivePorts();
+  if (r.hi >= kLinuxEphemeral.lo && r.lo <= kLinuxEphemeral.hi) return "";  // some pod ports can be kept
+  return absl::StrCat("snat_fully_random false keeps a pod's source port only inside snat_port_range ", r.ToString(),
+                      ", which misses the pods' default ephemeral ports ", kLinuxEphemeral.ToString(),
+                      ": unless pods move net.ipv4.ip_local_port_range into it, every flow gets a random port");
+}
+
 SnatSettings FollowEgressAddresses(const SnatSettings& running, SnatSettings resolved) {
   std::vector<std::string> kept;
   if (resolved.waiting_mode != SnatMode::kOff && resolved.waiting_mode == running.mode &&

@@ -153,6 +153,13 @@ absl::StatusOr<EphemeralPortOverlap> SharedEphemeralPorts(PortRange snat, absl::
 // saying so. Everything else comes from `resolved`.
 SnatSettings FollowEgressAddresses(const SnatSettings& running, SnatSettings resolved);
 
+// bpf mode with snat_fully_random false keeps a pod's source port only when
+// it lies in the SNAT range; pods pick theirs from their own
+// net.ipv4.ip_local_port_range, by default 32768-60999. A note saying so
+// when the range misses that default entirely (the setting then changes
+// nothing); empty otherwise.
+std::string KeepPortNote(const SnatSettings& s);
+
 // One line for logs and diagnostics:
 // "mode=nftables ifaces=eth0 egress=192.0.2.1,192.0.2.2 exclude=10.0.0.0/8 ports=61000-65535".
 std::string DescribeSnat(const SnatSettings& s);

@@ -156,6 +156,23 @@ TEST(SnatSettingsTest, EffectivePortsPerBackend) {
             "pin_dir=/sys/fs/bpf/ruleplane attach=auto");
 }
 
+// bpf keep-port with a range that cannot hold the pods' default ports: said.
+TEST(KeepPortNoteTest, OnlyWhenTheRangeMissesThePodsDefaultPorts) {
+  SnatSettings s = Valid(SnatMode::kBpf);  // 61000-65535 by default
+  EXPECT_EQ(KeepPortNote(s), "") << "fully random: nothing to keep";
+  s.fully_random = false;
+  EXPECT_THAT(KeepPortNote(s), HasSubstr("inside snat_port_range 61000-65535, which misses the pods' default "
+                                         "ephemeral ports 32768-60999"));
+  s.ports = {1024, 65535};
+  EXPECT_EQ(KeepPortNote(s), "");
+  s.ports = {60999, 65535};
+  EXPECT_EQ(KeepPortNote(s), "") << "one shared port is enough to keep some";
+  s.ports = {1024, 32767};
+  EXPECT_NE(KeepPortNote(s), "");
+  s.mode = SnatMode::kNftables;
+  EXPECT_EQ(KeepPortNote(s), "") << "nftables: conntrack keeps any free port in its range";
+}
+
 // A default address that vanishes while its mode runs is kept (no churn on
 // a flap; flows through it work again when it returns); a new one, or one
 // that appears while the mode waits, is taken.
