@@ -405,7 +405,7 @@ int Main() {
   opts.dataplane = std::make_shared<kernel::bpf::BpfSnatPort>(
       kernel::bpf::BpfSnatPortOptions{cfg->state_dir(), cfg->bpf_pin_dir(), bpf_datapath});
 #endif
-  if (const std::string note = core::KeepPortNote(opts.layout.snat); !note.empty()) LOG(WARNING) << note;
+  for (const std::string& w : config::SnatConfigWarnings(*cfg, opts.layout.snat)) LOG(WARNING) << w;
   if (opts.layout.snat.egress_waiting.empty()) {
     LOG(INFO) << "snat " << core::DescribeSnat(opts.layout.snat);
   } else {
@@ -717,7 +717,7 @@ int Main() {
       if (snat_monitor) snat_monitor->SetSettings(layout.snat);
       end_egress_wait(layout.snat);
       note_ifindexes();
-      if (const std::string note = core::KeepPortNote(layout.snat); !note.empty()) LOG(WARNING) << "SIGHUP: " << note;
+      for (const std::string& w : config::SnatConfigWarnings(*next, layout.snat)) LOG(WARNING) << "SIGHUP: " << w;
       LOG(INFO) << "SIGHUP: snat " << core::DescribeSnat(layout.snat);
       LOG(INFO) << "SIGHUP: configuration reloaded";
       continue;

@@ -9,6 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace ruleplane::config {
 namespace {
@@ -47,6 +48,20 @@ absl::StatusOr<std::vector<core::IpAddress>> SystemInterfaceAddresses(const std:
     }
   }
   ::freeifaddrs(all);
+  return out;
+}
+
+std::vector<std::string> SnatConfigWarnings(const v1::AgentConfig& cfg, const core::SnatSettings& s) {
+  std::vector<std::string> out;
+  if (std::string note = core::KeepPortNote(s); !note.empty()) out.push_back(std::move(note));
+  const bool on = s.mode != core::SnatMode::kOff || s.waiting_mode != core::SnatMode::kOff;
+  if (on && cfg.snat_egress_ips().empty() && s.egress_interfaces.size() > 1) {
+    out.push_back(absl::StrCat("snat_egress_ips is not set, so flows leaving every egress interface (",
+                               absl::StrJoin(s.egress_interfaces, ","), ") are translated to the primary address of ",
+                               s.egress_interfaces.front(),
+                               "; replies to flows leaving the others may not come back. Set snat_egress_ips to "
+                               "addresses every egress path accepts, or list one interface"));
+  }
   return out;
 }
 

@@ -29,4 +29,11 @@ absl::StatusOr<std::vector<core::IpAddress>> SystemInterfaceAddresses(const std:
 absl::StatusOr<core::SnatSettings> SnatSettingsFromConfig(const v1::AgentConfig& cfg,
                                                           const InterfaceAddressLookup& lookup = SystemInterfaceAddresses);
 
+// Warnings about a valid config that probably does not do what was meant
+// (logged at start and on SIGHUP): keep-port that can keep nothing
+// (core::KeepPortNote); several egress interfaces with the default egress
+// address, which is the first interface's, so flows leaving the others get
+// an address that is not theirs.
+std::vector<std::string> SnatConfigWarnings(const v1::AgentConfig& cfg, const core::SnatSettings& s);
+
 }  // namespace ruleplane::config

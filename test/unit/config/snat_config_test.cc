@@ -131,6 +131,23 @@ TEST(SnatConfigTest, MissingIpv6DefaultOnlyHoldsBackIpv6) {
   EXPECT_EQ(s->egress_waiting, "snat_ipv6 waits: interface v4only has no global IPv6 address");
 }
 
+// Valid configs that likely do not do what was meant are warned about.
+TEST(SnatConfigTest, WarnsAboutTheDefaultAddressWithSeveralInterfacesAndUselessKeepPort) {
+  v1::AgentConfig c = Config("nftables");
+  EXPECT_TRUE(SnatConfigWarnings(c, *SnatSettingsFromConfig(c, FakeLookup)).empty());
+  c.add_snat_egress_interfaces("v4only");
+  std::vector<std::string> w = SnatConfigWarnings(c, *SnatSettingsFromConfig(c, FakeLookup));
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_THAT(w[0], ::testing::HasSubstr("(eth0,v4only) are translated to the primary address of eth0"));
+  c.add_snat_egress_ips("198.51.100.1");
+  EXPECT_TRUE(SnatConfigWarnings(c, *SnatSettingsFromConfig(c, FakeLookup)).empty()) << "an explicit pool";
+  c.set_snat_mode("bpf");
+  c.set_snat_fully_random(false);
+  w = SnatConfigWarnings(c, *SnatSettingsFromConfig(c, FakeLookup));
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_THAT(w[0], StartsWith("snat_fully_random false keeps a pod's source port only inside"));
+}
+
 TEST(SnatConfigTest, ErrorsNameTheField) {
   struct Case {
     std::function<void(v1::AgentConfig&)> mutate;
