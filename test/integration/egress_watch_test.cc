@@ -83,6 +83,23 @@ TEST_F(EgressWatchTest, ReportsLinkAndAddressChangesByName) {
   });
 }
 
+// More notifications than the socket buffer holds: the kernel drops some
+// (ENOBUFS) and the watcher says so instead of reporting a partial picture;
+// the socket keeps working afterwards.
+TEST_F(EgressWatchTest, LostNotificationsAreReportedAsAnOverflow) {
+  RunInNetns(*ns_, [&] {
+    absl::StatusOr<std::unique_ptr<kernel::nl::LinkWatcher>> w = kernel::nl::LinkWatcher::Open(4096);
+    ASSERT_TRUE(w.ok()) << w.status();
+    Run("for i in $(seq 1 40); do ip link add o$i type veth peer name p$i || exit 1; done");
+    kernel::nl::LinkChanges got = Collect(**w);
+    EXPECT_TRUE(got.overflow) << got.interfaces.size() << " interfaces reported";
+    Run("ip link add after0 type veth peer name after1");
+    kernel::nl::LinkChanges next = Collect(**w);
+    EXPECT_FALSE(next.overflow);
+    EXPECT_THAT(next.interfaces, Contains("after0"));
+  });
+}
+
 // A burst of changes is delivered once, after it settles, with every
 // interface that changed.
 TEST_F(EgressWatchTest, DeliversABurstOnceItSettles) {

@@ -34,7 +34,7 @@ std::string LinkName(const nlmsghdr* nlh) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<LinkWatcher>> LinkWatcher::Open() {
+absl::StatusOr<std::unique_ptr<LinkWatcher>> LinkWatcher::Open(size_t receive_buffer_bytes) {
   UniqueFd fd(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
   if (!fd.valid()) return absl::ErrnoToStatus(errno, "open rtnetlink socket");
   absl::StatusOr<std::unique_ptr<NetlinkSocket>> socket = NetlinkSocket::Adopt(std::move(fd));
@@ -45,7 +45,7 @@ absl::StatusOr<std::unique_ptr<LinkWatcher>> LinkWatcher::Open() {
   // Bursts (a bond with many slaves coming up, a node with hundreds of pod
   // veths created at once) are bigger than the default buffer; ENOBUFS is
   // handled, but rarer is better. 1 MiB is what the kernel caps unforced.
-  if (absl::StatusOr<size_t> got = (*socket)->EnsureReceiveBuffer(1 << 20); !got.ok()) {
+  if (absl::StatusOr<size_t> got = (*socket)->SetReceiveBuffer(receive_buffer_bytes); !got.ok()) {
     LOG(WARNING) << "link watcher: receive buffer stays at the default: " << got.status();
   }
   return std::unique_ptr<LinkWatcher>(new LinkWatcher(std::move(*socket)));

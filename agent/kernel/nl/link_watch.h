@@ -29,9 +29,11 @@ struct LinkChanges {
 
 class LinkWatcher {
  public:
-  // Subscribes in the current network namespace. The error names the step
-  // (socket, bind, group) and errno.
-  static absl::StatusOr<std::unique_ptr<LinkWatcher>> Open();
+  // Subscribes in the current network namespace, with a receive buffer of
+  // `receive_buffer_bytes` (as the kernel counts it; tests make it small to
+  // see an overflow). The error names the step (socket, bind, group) and
+  // errno.
+  static absl::StatusOr<std::unique_ptr<LinkWatcher>> Open(size_t receive_buffer_bytes = 1 << 20);
   LinkWatcher(const LinkWatcher&) = delete;
   LinkWatcher& operator=(const LinkWatcher&) = delete;
 
