@@ -6,7 +6,8 @@
 //   1  the agent answered with an error, or is not ready/healthy; `diff`:
 //      differences; `locks`: lock path not a file, mixed iptables backends
 //      or monitor off; `bringup`: not ready; `snat`: not available, an
-//      egress address exhausted for a destination, or an incomplete snapshot
+//      egress address exhausted for a destination, an incomplete snapshot,
+//      or SNAT waiting for its egress interface
 //   2  usage error
 //   3  the agent is not reachable (socket missing, refused, timeout)
 #include <grpcpp/grpcpp.h>
@@ -349,15 +350,15 @@ int Snat() {
   if (int rc = Report(st); rc) return rc;
   // Exit 1 when something is exhausted, the snapshot is incomplete or SNAT
   // waits for its egress interface, so a script can alert on it.
-  bool exhausted = !r.error().empty() || r.exhausted_destinations() > 0 || !r.egress_waiting().empty();
-  for (const auto& t : r.busiest()) exhausted = exhausted || t.utilization() >= 1.0;
+  bool alert = !r.error().empty() || r.exhausted_destinations() > 0 || !r.egress_waiting().empty();
+  for (const auto& t : r.busiest()) alert = alert || t.utilization() >= 1.0;
   if (absl::GetFlag(FLAGS_json)) {
     PrintJson(r);
-    return exhausted ? kFailed : kOk;
+    return alert ? kFailed : kOk;
   }
   absl::PrintF("mode:           %s\n", r.mode());
   if (!r.egress_waiting().empty()) absl::PrintF("WAITING:        %s\n", r.egress_waiting());
-  if (r.mode() == "off") return exhausted ? kFailed : kOk;
+  if (r.mode() == "off") return alert ? kFailed : kOk;
   absl::PrintF("settings:       %s\n", r.settings());
   if (!r.bpf_hook().empty()) absl::PrintF("tc hook:        %s\n", r.bpf_hook());
   if (!r.bpf_l4_checksum().empty()) {
@@ -406,7 +407,7 @@ int Snat() {
     for (const auto& [reason, n] : drops) absl::PrintF(" %s=%d", reason, n);
     absl::PrintF("\n");
   }
-  return exhausted ? kFailed : kOk;
+  return alert ? kFailed : kOk;
 }
 
 // Usable as an exec probe: 0 when SERVING.

@@ -144,7 +144,8 @@ absl::Status BpfSnatPort::Converge(const render::BpfSnatPlan& plan, const std::v
     }
     // Renamed rather than deleted: the device is still there under another
     // name, with our hooks on it; take them off (it is not an egress
-    // interface under that name).
+    // interface under that name). (The kernel hands out ifindexes
+    // cyclically, so the old one is not another device's this soon.)
     char renamed[IF_NAMESIZE] = {};
     if (::if_indextoname(static_cast<unsigned>(it->second.ifindex()), renamed) != nullptr) {
       LOG(WARNING) << "bpf snat: interface " << it->first << " (ifindex " << it->second.ifindex()
