@@ -44,6 +44,11 @@ grpc::ServerUnaryReactor* DiagnosticsService::GetStatus(grpc::CallbackServerCont
   resp->set_table(ctx_->options().table);
   resp->set_table_owner(ctx_->options().table_owner);
   resp->set_snat_backend(std::string(core::SnatModeName(ctx_->engine()->snat_mode())));
+  if (ctx_->options().snat_stats) {
+    if (std::optional<backend::SnatStats> stats = ctx_->options().snat_stats()) {
+      resp->set_snat_egress_waiting(stats->egress_waiting);
+    }
+  }
   resp->set_queue_depth(ctx_->engine()->QueueDepth());
   resp->set_drift_repairs(ctx_->engine()->drift_repairs());
   resp->set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - ctx_->started()));

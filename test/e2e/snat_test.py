@@ -468,6 +468,7 @@ class SnatTest(LabTestCase):
         self.assertEqual(r.returncode, 1, "a waiting SNAT is worth an alert")
         self.assertIn("WAITING:        snat_mode nftables waits", r.stdout.decode())
         self.assertIn("ruleplane_snat_egress_waiting 1\n", lab.metrics())
+        self.assertIn("snat backend:   off (WAITING: snat_mode nftables waits", lab.ctl("status").stdout.decode())
         self.assertEqual(lab.snat_objects(), [], "nothing translated while waiting")
         ns, _ = lab.add_pod(1)  # pod setup does not wait for SNAT
 

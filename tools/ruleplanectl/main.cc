@@ -88,7 +88,8 @@ int Status() {
     absl::PrintF("ready:          %s%s\n", r.ready() ? "yes" : "NO", r.ready() ? "" : " (" + r.reason() + ")");
     absl::PrintF("version:        %s (kernel %s)\n", r.version(), r.kernel());
     absl::PrintF("table:          inet %s%s\n", r.table(), r.table_owner() ? " (owner, persist)" : "");
-    absl::PrintF("snat backend:   %s\n", r.snat_backend());
+    absl::PrintF("snat backend:   %s%s\n", r.snat_backend(),
+                 r.snat_egress_waiting().empty() ? "" : " (WAITING: " + r.snat_egress_waiting() + ")");
     absl::PrintF("attachments:    %d\n", r.attachments());
     absl::PrintF("elements:       %d%s\n", r.elements(),
                  r.orphan_elements() ? absl::StrCat(" (", r.orphan_elements(), " adopted orphans until GC)") : "");
