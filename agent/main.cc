@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <fstream>
 #include <map>
@@ -38,6 +39,7 @@
 #include "agent/common/status_macros.h"
 #include "agent/config/snat_config.h"
 #include "agent/kernel/nft/list.h"
+#include "agent/kernel/nl/addresses.h"
 #include "agent/kernel/nft/netlink_nft_port.h"
 #include "agent/render/render.h"
 #include "agent/txn/drift_monitor.h"
@@ -112,6 +114,29 @@ namespace {
 
 bool FlagSet(const std::string& name) { return GivenFlags().count(name) > 0; }
 
+// The egress interface's default SNAT addresses, best first, from rtnetlink
+// (kernel::nl::PreferredSourceAddresses: the IPv4 primary; IPv6 neither
+// tentative nor failed DAD, preferably neither deprecated nor temporary).
+absl::StatusOr<std::vector<core::IpAddress>> KernelInterfaceAddresses(const std::string& ifname, int family) {
+  absl::StatusOr<std::vector<kernel::nl::InterfaceAddress>> all = kernel::nl::DumpInterfaceAddresses(ifname, family);
+  if (!all.ok()) return all.status();
+  std::vector<core::IpAddress> out;
+  for (const kernel::nl::InterfaceAddress& a : kernel::nl::PreferredSourceAddresses(*all, family)) {
+    if (a.bytes.size() == 4) {
+      out.push_back(core::IpAddress::V4({a.bytes[0], a.bytes[1], a.bytes[2], a.bytes[3]}));
+    } else {
+      std::array<uint8_t, 16> b;
+      std::copy(a.bytes.begin(), a.bytes.end(), b.begin());
+      out.push_back(core::IpAddress::V6(b));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<core::SnatSettings> SnatFromConfig(const v1::AgentConfig& cfg) {
+  return config::SnatSettingsFromConfig(cfg, KernelInterfaceAddresses);
+}
+
 // Config file first, then flags given on the command line win; defaults
 // fill what neither says.
 absl::StatusOr<v1::AgentConfig> LoadConfig() {
@@ -159,7 +184,7 @@ absl::StatusOr<v1::AgentConfig> LoadConfig() {
   if (FlagSet("snat_fully_random")) cfg.set_snat_fully_random(absl::GetFlag(FLAGS_snat_fully_random));
   if (FlagSet("snat_ipv6")) cfg.set_snat_ipv6(absl::GetFlag(FLAGS_snat_ipv6));
   if (FlagSet("bpf_pin_dir") || !cfg.has_bpf_pin_dir()) cfg.set_bpf_pin_dir(absl::GetFlag(FLAGS_bpf_pin_dir));
-  if (absl::StatusOr<core::SnatSettings> snat = config::SnatSettingsFromConfig(cfg); !snat.ok()) return snat.status();
+  if (absl::StatusOr<core::SnatSettings> snat = SnatFromConfig(cfg); !snat.ok()) return snat.status();
   // Operations: flags given on the command line win over the file.
   v1::XtablesLockConfig* lock = cfg.mutable_xtables_lock();
   pick("xtables_lock_path", absl::GetFlag(FLAGS_xtables_lock_path), lock->mutable_path());
@@ -377,7 +402,7 @@ int Main() {
   // SNAT: the backend's nftables objects join the base ruleset; the BPF
   // dataplane port is there in every mode, so leaving bpf mode (even across
   // a restart) removes what a bpf-mode agent left behind.
-  absl::StatusOr<core::SnatSettings> snat_settings = config::SnatSettingsFromConfig(*cfg);
+  absl::StatusOr<core::SnatSettings> snat_settings = SnatFromConfig(*cfg);
   if (!snat_settings.ok()) {
     std::fprintf(stderr, "ruleplane-agent: bad configuration: %s\n", std::string(snat_settings.status().message()).c_str());
     return 2;
@@ -576,7 +601,7 @@ int Main() {
     const std::string why = absl::StrCat("egress interface ", absl::StrJoin(changed, ","),
                                          changes.overflow ? " (link notifications were lost)" : "", " changed");
     const core::SnatSettings running = opts.layout.snat;  // a copy: opts.layout changes below
-    absl::StatusOr<core::SnatSettings> resolved = config::SnatSettingsFromConfig(*cfg);
+    absl::StatusOr<core::SnatSettings> resolved = SnatFromConfig(*cfg);
     if (!resolved.ok()) {
       LOG(ERROR) << why << ": snat settings not updated: " << resolved.status().message();
       return;
@@ -694,7 +719,7 @@ int Main() {
       render::Layout layout = opts.layout;
       layout.dnat_priority = next->has_dnat_priority() ? next->dnat_priority() : render::kDnatPriority;
       layout.snat_priority = next->has_snat_priority() ? next->snat_priority() : render::kSnatPriority;
-      absl::StatusOr<core::SnatSettings> next_snat = config::SnatSettingsFromConfig(*next);
+      absl::StatusOr<core::SnatSettings> next_snat = SnatFromConfig(*next);
       if (!next_snat.ok()) {
         LOG(ERROR) << "SIGHUP: config rejected, keeping the running one: " << next_snat.status().message();
         continue;

@@ -1,13 +1,8 @@
 #include "agent/config/snat_config.h"
 
-#include <ifaddrs.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include <cstring>
-
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -19,37 +14,6 @@ absl::Status Bad(absl::string_view field, absl::string_view why) {
 }
 
 }  // namespace
-
-absl::StatusOr<std::vector<core::IpAddress>> SystemInterfaceAddresses(const std::string& ifname, int family) {
-  if (::if_nametoindex(ifname.c_str()) == 0) {
-    return absl::NotFoundError(absl::StrCat("interface ", ifname, " does not exist"));
-  }
-  ifaddrs* all = nullptr;
-  if (::getifaddrs(&all) != 0) return absl::ErrnoToStatus(errno, "getifaddrs");
-  std::vector<core::IpAddress> out;
-  for (ifaddrs* i = all; i != nullptr; i = i->ifa_next) {
-    // glibc names an IPv4 address by its label, which is the interface
-    // name or an alias of it ("eth0:1"; the kernel itself relabels
-    // secondaries that way when the interface is renamed).
-    const absl::string_view name = i->ifa_name == nullptr ? "" : i->ifa_name;
-    const bool ours = name == ifname || (absl::StartsWith(name, ifname) && name.size() > ifname.size() &&
-                                         name[ifname.size()] == ':');
-    if (i->ifa_addr == nullptr || !ours || i->ifa_addr->sa_family != family) continue;
-    if (family == AF_INET) {
-      std::array<uint8_t, 4> b;
-      std::memcpy(b.data(), &reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr, 4);
-      out.push_back(core::IpAddress::V4(b));
-    } else {
-      const auto* a6 = reinterpret_cast<const sockaddr_in6*>(i->ifa_addr);
-      if (IN6_IS_ADDR_LINKLOCAL(&a6->sin6_addr) || IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr)) continue;
-      std::array<uint8_t, 16> b;
-      std::memcpy(b.data(), &a6->sin6_addr, 16);
-      out.push_back(core::IpAddress::V6(b));
-    }
-  }
-  ::freeifaddrs(all);
-  return out;
-}
 
 std::vector<std::string> SnatConfigWarnings(const v1::AgentConfig& cfg, const core::SnatSettings& s) {
   std::vector<std::string> out;

@@ -2,8 +2,9 @@
 // validation of the SNAT fields, with errors naming the config field.
 //
 // The one default that needs the running system: with no snat_egress_ips,
-// the primary IPv4 address of the first egress interface (getifaddrs(),
-// read-only). Called at start and on every SIGHUP, on the main thread.
+// the primary IPv4 address of the first egress interface (through the
+// caller's lookup). Called at start, on every SIGHUP and when the egress
+// interfaces change.
 #pragma once
 
 #include <functional>
@@ -16,18 +17,16 @@
 
 namespace ruleplane::config {
 
-// Addresses of one interface in the order the kernel lists them (the
-// primary first), for one family (AF_INET / AF_INET6). NotFound: no such
-// interface.
+// Addresses of one interface usable as its default SNAT address, best
+// first, for one family (AF_INET / AF_INET6). NotFound: no such interface.
 using InterfaceAddressLookup =
     std::function<absl::StatusOr<std::vector<core::IpAddress>>(const std::string& ifname, int family)>;
 
-// The real lookup (getifaddrs). IPv6: global addresses only.
-absl::StatusOr<std::vector<core::IpAddress>> SystemInterfaceAddresses(const std::string& ifname, int family);
-
 // InvalidArgument "<field>: ..." for anything malformed or inconsistent.
+// `lookup` gives the defaults of the egress interface (the agent's reads
+// rtnetlink: agent/kernel/nl/addresses.h).
 absl::StatusOr<core::SnatSettings> SnatSettingsFromConfig(const v1::AgentConfig& cfg,
-                                                          const InterfaceAddressLookup& lookup = SystemInterfaceAddresses);
+                                                          const InterfaceAddressLookup& lookup);
 
 // Warnings about a valid config that probably does not do what was meant
 // (logged at start and on SIGHUP): keep-port that can keep nothing

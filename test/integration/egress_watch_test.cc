@@ -2,6 +2,9 @@
 // watcher's settling, against the real kernel in a throwaway netns.
 #include "agent/txn/egress_watch.h"
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -11,6 +14,7 @@
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "agent/kernel/nl/addresses.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "test/integration/netns_fixture.h"
@@ -97,6 +101,41 @@ TEST_F(EgressWatchTest, LostNotificationsAreReportedAsAnOverflow) {
     kernel::nl::LinkChanges next = Collect(**w);
     EXPECT_FALSE(next.overflow);
     EXPECT_THAT(next.interfaces, Contains("after0"));
+  });
+}
+
+// The default SNAT address as rtnetlink tells it: the IPv4 primary (not a
+// secondary, whatever its label); IPv6 global, never tentative (DAD not
+// done: no carrier here), deprecated ones last.
+TEST_F(EgressWatchTest, PreferredSourceAddressesSkipSecondariesAndTentative) {
+  Run("ip link add up0 type veth peer name up0p && ip link set up0 up && "
+      "ip addr add 192.0.2.1/24 dev up0 && ip addr add 192.0.2.2/24 dev up0 && "
+      "ip addr add 192.0.2.3/24 dev up0 label up0:x && ip addr add 198.51.100.1/24 dev up0 && "
+      "ip -6 addr add 2001:db8::1/64 dev up0 nodad preferred_lft 0 && "
+      "ip -6 addr add 2001:db8::2/64 dev up0 && ip -6 addr add 2001:db8::3/64 dev up0 nodad");
+  RunInNetns(*ns_, [&] {
+    auto text = [](const std::vector<kernel::nl::InterfaceAddress>& v) {
+      std::vector<std::string> out;
+      for (const kernel::nl::InterfaceAddress& a : v) {
+        char buf[64] = {};
+        ::inet_ntop(a.family, a.bytes.data(), buf, sizeof(buf));
+        out.push_back(buf);
+      }
+      return out;
+    };
+    absl::StatusOr<std::vector<kernel::nl::InterfaceAddress>> v4 = kernel::nl::DumpInterfaceAddresses("up0", AF_INET);
+    ASSERT_TRUE(v4.ok()) << v4.status();
+    EXPECT_THAT(text(*v4), ::testing::UnorderedElementsAre("192.0.2.1", "192.0.2.2", "192.0.2.3", "198.51.100.1"));
+    EXPECT_EQ(text(kernel::nl::PreferredSourceAddresses(*v4, AF_INET)),
+              (std::vector<std::string>{"192.0.2.1", "198.51.100.1"}));
+    absl::StatusOr<std::vector<kernel::nl::InterfaceAddress>> v6 = kernel::nl::DumpInterfaceAddresses("up0", AF_INET6);
+    ASSERT_TRUE(v6.ok()) << v6.status();
+    EXPECT_THAT(text(*v6), IsSupersetOf({"2001:db8::1", "2001:db8::2", "2001:db8::3"}));
+    EXPECT_EQ(text(kernel::nl::PreferredSourceAddresses(*v6, AF_INET6)),
+              (std::vector<std::string>{"2001:db8::3", "2001:db8::1"}))
+        << "::2 is tentative, ::1 deprecated, fe80:: link-local";
+    absl::StatusOr<std::vector<kernel::nl::InterfaceAddress>> none = kernel::nl::DumpInterfaceAddresses("nope0", AF_INET);
+    EXPECT_TRUE(absl::IsNotFound(none.status())) << none.status();
   });
 }
 
