@@ -17,7 +17,9 @@
 
 namespace ruleplane::kernel::nl {
 
-absl::StatusOr<std::vector<InterfaceAddress>> DumpInterfaceAddresses(const std::string& ifname, int family) {
+namespace {
+
+absl::StatusOr<std::vector<InterfaceAddress>> DumpOnce(const std::string& ifname, int family) {
   const unsigned ifindex = ::if_nametoindex(ifname.c_str());
   if (ifindex == 0) return absl::NotFoundError(absl::StrCat("interface ", ifname, " does not exist"));
   UniqueFd fd(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
@@ -78,6 +80,20 @@ absl::StatusOr<std::vector<InterfaceAddress>> DumpInterfaceAddresses(const std::
     return absl::OkStatus();
   }));
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<InterfaceAddress>> DumpInterfaceAddresses(const std::string& ifname, int family) {
+  // A dump the kernel flags NLM_F_DUMP_INTR (addresses changed while it
+  // ran) comes back Aborted: read again; the change that interrupted it is
+  // what the caller wants to see.
+  absl::StatusOr<std::vector<InterfaceAddress>> got;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    got = DumpOnce(ifname, family);
+    if (!absl::IsAborted(got.status())) break;
+  }
+  return got;
 }
 
 std::vector<InterfaceAddress> PreferredSourceAddresses(const std::vector<InterfaceAddress>& all, int family) {
