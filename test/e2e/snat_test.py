@@ -471,6 +471,12 @@ class SnatTest(LabTestCase):
         self.assertIn("snat backend:   off (WAITING: snat_mode nftables waits", lab.ctl("status").stdout.decode())
         self.assertEqual(lab.snat_objects(), [], "nothing translated while waiting")
         ns, _ = lab.add_pod(1)  # pod setup does not wait for SNAT
+        # A reload while waiting keeps waiting (and does not fail).
+        lab.agent.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP: configuration reloaded" in lab.log(), what="reload while waiting")
+        self.assertIn("SIGHUP: snat mode=off (nftables waits)", lab.log())
+        self.assertEqual(lab.snat_stats().get("egress_waiting"),
+                         "snat_mode nftables waits: interface eth-out has no IPv4 address")
 
         sh("ip", "addr", "add", "192.168.79.5/24", "dev", "eth-out", ns=lab.node)
         wait_for(lambda: lab.snat_stats().get("mode") == "nftables", what="nftables once eth-out has an address")
