@@ -599,7 +599,8 @@ int Main() {
     }
     if (changed.empty()) return;
     const std::string why = absl::StrCat("egress interface ", absl::StrJoin(changed, ","),
-                                         changes.overflow ? " (link notifications were lost)" : "", " changed");
+                                         changes.overflow ? " (maybe: link notifications were lost or not yet subscribed)" : "",
+                                         " changed");
     const core::SnatSettings running = opts.layout.snat;  // a copy: opts.layout changes below
     absl::StatusOr<core::SnatSettings> resolved = SnatFromConfig(*cfg);
     if (!resolved.ok()) {
@@ -652,6 +653,10 @@ int Main() {
     absl::StatusOr<std::unique_ptr<txn::EgressWatcher>> w = txn::EgressWatcher::Start(std::move(wo));
     if (w.ok()) {
       egress_watcher = std::move(*w);
+      // The settings were resolved before the subscription existed: an
+      // address that arrived in between (DHCP finishing while the agent
+      // starts) sent its notification to nobody. Look once more.
+      follow_egress(kernel::nl::LinkChanges{.interfaces = {}, .overflow = true});
     } else {
       LOG(WARNING) << "egress interfaces are not followed (SIGHUP re-reads them): " << w.status();
     }
