@@ -48,6 +48,7 @@
 #include "agent/txn/snat_monitor.h"
 #ifdef RULEPLANE_HAVE_BPF
 #include "agent/kernel/bpf/bpf_snat_port.h"
+#include "agent/kernel/bpf/snat_reader.h"
 #endif
 #include "glog/logging.h"
 #include "google/protobuf/util/json_util.h"
@@ -408,6 +409,33 @@ int Main() {
     return 2;
   }
   opts.layout.snat = *snat_settings;
+#ifdef RULEPLANE_HAVE_BPF
+  // A restart while the bpf egress address is missing: the previous agent's
+  // pinned maps hold that address and the flows through it. Keep them, as a
+  // running agent keeps a vanished address, instead of starting in mode off,
+  // which would remove the maps (the flows would not survive the address
+  // coming back).
+  if (opts.layout.snat.waiting_mode == core::SnatMode::kBpf) {
+    absl::StatusOr<kernel::bpf::SnatMapsSnapshot> maps = kernel::bpf::ReadPinnedSnatMaps(opts.layout.snat.bpf_pin_dir);
+    if (maps.ok()) {
+      core::SnatSettings previous = opts.layout.snat;
+      previous.mode = core::SnatMode::kBpf;
+      previous.waiting_mode = core::SnatMode::kOff;
+      previous.egress_waiting.clear();
+      previous.egress_ipv4.clear();
+      for (const kernel::bpf::EgressUsage& e : maps->egress) {
+        if (e.live && !e.address.draining && !e.address.addr.IsUnspecified()) {
+          previous.egress_ipv4.push_back(core::IpAddress::V4(e.address.addr.bytes()));
+        }
+      }
+      if (!previous.egress_ipv4.empty()) {
+        opts.layout.snat = core::FollowEgressAddresses(previous, opts.layout.snat);
+        LOG(WARNING) << "snat: the egress interface has no address; keeping "
+                     << previous.egress_ipv4.front().ToString() << " from the maps pinned in " << previous.bpf_pin_dir;
+      }
+    }
+  }
+#endif
   // The bring-up report shows how long SNAT waited for its address.
   int egress_wait_phase = -1;
   if (opts.layout.snat.waiting_mode != core::SnatMode::kOff || opts.layout.snat.waiting_ipv6) {

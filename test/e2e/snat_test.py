@@ -575,6 +575,29 @@ class SnatTest(LabTestCase):
         snat = bpf_snat(snat_port_range="1024-65535", snat_fully_random=False)
         self.check_fully_random_off_keeps_the_pods_port(self.lab("bpfkeep", snat), snat)
 
+    def test_bpf_restart_while_the_address_is_missing_keeps_flows(self):
+        # The agent restarts while the egress interface has lost its
+        # address: it keeps the address the pinned maps hold (as a running
+        # agent keeps a vanished one) instead of starting in mode off, which
+        # would remove the maps; the established flow works again once the
+        # address is back.
+        lab = self.lab("bpfrestart", bpf_snat())
+        ns, _ = lab.add_pod(1)
+        c = lab.client(ns)
+        self.assertEqual(c.open(), (0, NODE_IP))
+        lab.kill_agent()
+        sh("ip", "addr", "flush", "dev", "eth-out", ns=lab.node)
+        lab.start_agent()
+        stats = wait_for(lambda: "keep using" in (s := lab.snat_stats()).get("egress_waiting", "") and s,
+                         what="the pinned address kept")
+        self.assertEqual(stats["mode"], "bpf")
+        self.assertIn(f"new flows keep using {NODE_IP} until it has one", stats["egress_waiting"])
+        self.assertIn(f"keeping {NODE_IP} from the maps pinned in {lab.pin_dir}", lab.log())
+        sh("ip", "addr", "add", f"{NODE_IP}/24", "dev", "eth-out", ns=lab.node)
+        wait_for(lambda: lab.snat_stats().get("egress_waiting") == "", what="the address back")
+        self.assertEqual(c.ask(0), NODE_IP, "the established flow after the restart and the address's return")
+        self.assertEqual(lab.once(ns, "udp"), NODE_IP)
+
     def test_bpf_pod_flow_does_not_take_a_port_a_node_connection_holds(self):
         # The node's own TCP connection from the egress address, on a port
         # of the SNAT range, to the same server the pod then talks to. The
