@@ -615,14 +615,22 @@ int Main() {
     }
   };
   note_ifindexes();
+  // What follows a change of the running SNAT settings (SIGHUP or the
+  // interfaces), besides the engine's reconfiguration.
+  auto settings_applied = [&](const core::SnatSettings& now) {
+    if (snat_monitor) snat_monitor->SetSettings(now);
+    end_egress_wait(now);
+  };
   auto follow_egress = [&](const kernel::nl::LinkChanges& changes) {
     std::lock_guard<std::mutex> lock(reconfig_mu);
     std::vector<std::string> changed;
+    bool device_changed = false;  // another device (or none) under an egress name
     for (const std::string& name : cfg->snat_egress_interfaces()) {
       // A rename away from `name` only carries the new name: the ifindex
       // the name now has tells.
       auto seen = egress_ifindex.find(name);
       const bool moved = seen != egress_ifindex.end() && ::if_nametoindex(name.c_str()) != seen->second;
+      device_changed = device_changed || moved;
       if (changes.overflow || moved || changes.interfaces.count(name) > 0) changed.push_back(name);
     }
     if (changed.empty()) return;
@@ -654,23 +662,17 @@ int Main() {
       opts.layout.snat.egress_waiting = next.egress_waiting;
     }
     if (next != running) {
-      if (snat_monitor) snat_monitor->SetSettings(opts.layout.snat);
-      end_egress_wait(opts.layout.snat);
+      settings_applied(opts.layout.snat);
       if (next.egress_waiting.empty()) {
         LOG(INFO) << why << ": snat " << core::DescribeSnat(next);
       } else {
         LOG(WARNING) << why << ": snat " << core::DescribeSnat(next);
       }
     }
-    if (!rules_change && running.mode == core::SnatMode::kBpf) {
-      for (const std::string& name : changed) {
-        if (::if_nametoindex(name.c_str()) != egress_ifindex[name]) {
-          // Same settings, another device (or none): the writer's converge
-          // re-hooks it, or takes our hooks off a device renamed away.
-          (*engine)->RequestResync(why);
-          break;
-        }
-      }
+    if (!rules_change && device_changed && running.mode == core::SnatMode::kBpf) {
+      // Same settings, another device (or none): the writer's converge
+      // re-hooks it, or takes our hooks off a device renamed away.
+      (*engine)->RequestResync(why);
     }
     note_ifindexes();
   };
@@ -772,8 +774,7 @@ int Main() {
       }
       opts.layout = layout;
       *cfg = *next;
-      if (snat_monitor) snat_monitor->SetSettings(layout.snat);
-      end_egress_wait(layout.snat);
+      settings_applied(layout.snat);
       note_ifindexes();
       for (const std::string& w : config::SnatConfigWarnings(*next, layout.snat)) LOG(WARNING) << "SIGHUP: " << w;
       LOG(INFO) << "SIGHUP: snat " << core::DescribeSnat(layout.snat);

@@ -7,8 +7,6 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -22,9 +20,7 @@ namespace {
 absl::StatusOr<std::vector<InterfaceAddress>> DumpOnce(const std::string& ifname, int family) {
   const unsigned ifindex = ::if_nametoindex(ifname.c_str());
   if (ifindex == 0) return absl::NotFoundError(absl::StrCat("interface ", ifname, " does not exist"));
-  UniqueFd fd(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (!fd.valid()) return absl::ErrnoToStatus(errno, "open rtnetlink socket");
-  ASSIGN_OR_RETURN(std::unique_ptr<NetlinkSocket> socket, NetlinkSocket::Adopt(std::move(fd)));
+  ASSIGN_OR_RETURN(std::unique_ptr<NetlinkSocket> socket, NetlinkSocket::OpenRoute());
 
   std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
   nlmsghdr* nlh = mnl_nlmsg_put_header(buf.data());

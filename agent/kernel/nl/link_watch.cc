@@ -5,12 +5,9 @@
 #include <linux/if_link.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
-#include <sys/socket.h>
 
 #include <cerrno>
-#include <cstring>
 
-#include "absl/strings/str_cat.h"
 #include "agent/kernel/nl/errors.h"
 #include "glog/logging.h"
 
@@ -35,9 +32,7 @@ std::string LinkName(const nlmsghdr* nlh) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LinkWatcher>> LinkWatcher::Open(size_t receive_buffer_bytes) {
-  UniqueFd fd(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (!fd.valid()) return absl::ErrnoToStatus(errno, "open rtnetlink socket");
-  absl::StatusOr<std::unique_ptr<NetlinkSocket>> socket = NetlinkSocket::Adopt(std::move(fd));
+  absl::StatusOr<std::unique_ptr<NetlinkSocket>> socket = NetlinkSocket::OpenRoute();
   if (!socket.ok()) return socket.status();
   for (unsigned group : {RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR}) {
     if (absl::Status s = (*socket)->JoinGroup(group); !s.ok()) return s;

@@ -101,6 +101,12 @@ absl::StatusOr<std::unique_ptr<NetlinkSocket>> NetlinkSocket::OpenNetfilter(
   return Adopt(std::move(fd));
 }
 
+absl::StatusOr<std::unique_ptr<NetlinkSocket>> NetlinkSocket::OpenRoute() {
+  UniqueFd fd(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (!fd.valid()) return absl::ErrnoToStatus(errno, "open rtnetlink socket");
+  return Adopt(std::move(fd));
+}
+
 uint32_t NetlinkSocket::portid() const { return mnl_socket_get_portid(socket_.get()); }
 
 int NetlinkSocket::fd() const { return mnl_socket_get_fd(socket_.get()); }

@@ -58,6 +58,9 @@ class NetlinkSocket {
   // then Adopt. Empty path = current netns.
   static absl::StatusOr<std::unique_ptr<NetlinkSocket>> OpenNetfilter(
       const std::string& netns_path);
+  // A NETLINK_ROUTE socket in the current netns, then Adopt (rtnetlink
+  // dumps and link/address notifications).
+  static absl::StatusOr<std::unique_ptr<NetlinkSocket>> OpenRoute();
 
   NetlinkSocket(const NetlinkSocket&) = delete;
   NetlinkSocket& operator=(const NetlinkSocket&) = delete;
